@@ -1,0 +1,29 @@
+"""Helpers shared by the test modules (import as ``from tests.helpers import ...``)."""
+
+from __future__ import annotations
+
+import pytest
+
+from zoo.parity import fixture_dirs, missing_reason, parity_required, parity_root
+
+
+def parity_params(family: str, marker: str = "config.json") -> list:
+    """pytest params, one per fixture folder of ``family``; a single ``None`` param when there is none.
+
+    Use in a test whose name contains ``parity`` and the family name, so that
+    ``pytest -k "parity and FAMILY"`` selects it, and call ``require_fixture`` first.
+    """
+    root = parity_root() / family
+    dirs = fixture_dirs(family, marker)
+    if not dirs:
+        return [pytest.param(None, id="fixtures-missing")]
+    return [pytest.param(d, id=str(d.relative_to(root)) if d != root else family) for d in dirs]
+
+
+def require_fixture(fixture_dir, family: str):
+    """Skip (or fail, under TOKENZOO_REQUIRE_PARITY=1) when the family's fixtures are missing."""
+    if fixture_dir is None:
+        if parity_required():
+            pytest.fail(missing_reason(family) + ", and TOKENZOO_REQUIRE_PARITY=1 forbids skipping")
+        pytest.skip(missing_reason(family))
+    return fixture_dir

@@ -1,0 +1,142 @@
+"""Every error tokenzoo raises on purpose, grouped by what a caller would catch.
+
+Each class is also the builtin a caller would naturally catch (``ValueError`` for bad input,
+``FileNotFoundError`` for a missing file, ``KeyError`` for an unknown name), keeps its facts as
+attributes, and its message names the thing that failed and the next step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class ZooError(Exception):
+    """Base of all tokenzoo errors."""
+
+
+class ConfigError(ZooError, ValueError):
+    """A config field is missing, unknown or out of range. The message names the field."""
+
+
+class InputError(ZooError, ValueError):
+    """An input has the wrong shape, dtype, range or content (NaN, empty, wrong sample rate...)."""
+
+
+class UnknownModelError(ZooError, KeyError):
+    """A model or architecture name is not in the registry."""
+
+    def __init__(self, name: str, known: Iterable[str] = (), kind: str = "model"):
+        self.name, self.kind = name, kind
+        self.known = sorted(known)
+        close = [k for k in self.known if name.lower() in k.lower() or k.lower() in name.lower()][:5]
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        super().__init__(
+            f"unknown {kind} {name!r}.{hint} See `tokenzoo list` for the {len(self.known)} known names; "
+            "load a Hub repo with 'hf-hub:org/repo[@revision]' or a folder by its path."
+        )
+
+    def __str__(self) -> str:  # KeyError quotes its message; show it plainly
+        return self.args[0]
+
+
+class ModelFileNotFoundError(ZooError, FileNotFoundError):
+    """A file a model needs is not at its source (a folder, or a Hub repo at a revision)."""
+
+    def __init__(self, source: str, file: str, revision: str | None = None, hint: str = ""):
+        self.source, self.file, self.revision = source, file, revision
+        at = f"{source}@{revision}" if revision else source
+        super().__init__(f"{file} not found in {at}.{(' ' + hint) if hint else ''}")
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+class RepoNotFoundError(ZooError, FileNotFoundError):
+    """A Hub repository does not exist (or is private) on the endpoint in use."""
+
+    def __init__(self, repo_id: str, endpoint: str | None = None):
+        self.repo_id, self.endpoint = repo_id, endpoint
+        where = f" on {endpoint}" if endpoint else ""
+        super().__init__(f"Hub repo {repo_id!r} not found{where}. Check the name, or log in if it is private.")
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+class RevisionNotFoundError(ZooError, FileNotFoundError):
+    """A branch, tag or commit does not exist in a Hub repository."""
+
+    def __init__(self, repo_id: str, revision: str):
+        self.repo_id, self.revision = repo_id, revision
+        super().__init__(
+            f"revision {revision!r} not found in Hub repo {repo_id!r}. Use a branch, tag or full commit sha."
+        )
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+class OfflineError(ZooError, FileNotFoundError):
+    """The Hub cannot be reached (or HF_HUB_OFFLINE=1) and the files are not in the local cache."""
+
+    def __init__(self, repo_id: str, revision: str | None, file: str):
+        self.repo_id, self.revision, self.file = repo_id, revision, file
+        super().__init__(
+            f"{file} of {repo_id}@{revision or 'main'} is not in the local cache and the Hub cannot be reached "
+            "(offline). Download it once while online, or load a local folder."
+        )
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+class CorruptFileError(ZooError, ValueError):
+    """A weight or token file is truncated, corrupted or not what its name says. Nothing of it is kept."""
+
+    def __init__(self, file: str, reason: str, source: str | None = None):
+        self.file, self.reason, self.source = file, reason, source
+        at = f" from {source}" if source else ""
+        super().__init__(f"{file}{at} is corrupt: {reason}. It was not loaded; download or write it again.")
+
+
+class UnsafeFormatError(ZooError, ValueError):
+    """A pickle-based checkpoint (.bin, .pt, .pth, .ckpt) was offered where only safetensors is accepted."""
+
+    def __init__(self, file: str):
+        self.file = file
+        super().__init__(
+            f"{file} is a pickle-based checkpoint; tokenzoo loads safetensors only. "
+            "Convert it once with `tokenzoo convert ARCH CKPT --out DIR`."
+        )
+
+
+class CheckpointMismatchError(ZooError, ValueError):
+    """The weights do not fit the architecture their config.json describes. Never loaded leniently."""
+
+    def __init__(self, model: str, file: str, missing=(), unexpected=(), mismatched=(), source: str | None = None):
+        self.model, self.file, self.source = model, file, source
+        self.missing, self.unexpected = sorted(missing), sorted(unexpected)
+        self.mismatched = sorted(mismatched)  # "key: checkpoint (..) vs model (..)"
+        problems = [
+            f"  {kind} ({len(keys)}): {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}"
+            for kind, keys in (
+                ("missing", self.missing),
+                ("unexpected", self.unexpected),
+                ("wrong shape", self.mismatched),
+            )
+            if keys
+        ]
+        at = f" at {source}" if source else ""
+        super().__init__(
+            "\n".join(
+                [
+                    f"{model}: {file}{at} does not fit its config",
+                    *problems,
+                    "  Upstream checkpoint? Convert it first: tokenzoo convert ARCH CKPT --out DIR",
+                ]
+            )
+        )
+
+
+class NotSupportedError(ZooError, NotImplementedError):
+    """A model does not offer an operation (for example decode on an encoder-only tokenizer)."""
