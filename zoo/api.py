@@ -209,6 +209,9 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # some writers create 0600 files; give the usual permissions
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -269,6 +272,8 @@ class ZooModel(nn.Module):
     arch: ClassVar[str] = ""
     modality: ClassVar[str] = ""
     config_class: ClassVar[type | None] = None
+    # The files a model folder or Hub repo of this arch must hold (README.md is always fetched too).
+    hub_files: ClassVar[tuple[str, ...]] = ("config.json", "model.safetensors")
 
     def __init__(self, config: Any):
         super().__init__()

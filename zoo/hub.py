@@ -206,21 +206,23 @@ def download_model(
     revision: str | None = None,
     local_files_only: bool = False,
     cache_dir: str | os.PathLike | None = None,
+    files: tuple[str, ...] = (CONFIG_NAME, WEIGHTS_NAME),
 ) -> Path:
-    """Fetch config.json, model.safetensors and (if present) README.md; return the snapshot folder."""
-    config = download_file(repo_id, CONFIG_NAME, revision, local_files_only, cache_dir)
-    weights = download_file(repo_id, WEIGHTS_NAME, revision, local_files_only, cache_dir)
-    try:
-        read_safetensors_header(weights)
-    except CorruptFileError:
-        _evict(weights)
-        raise
+    """Fetch ``files`` (config.json and model.safetensors unless told otherwise) and, if present,
+    README.md; return the snapshot folder that holds them."""
+    paths = [download_file(repo_id, name, revision, local_files_only, cache_dir) for name in files]
+    for path in paths:
+        if path.suffix == ".safetensors":
+            try:
+                read_safetensors_header(path)
+            except CorruptFileError:
+                _evict(path)
+                raise
     try:
         download_file(repo_id, CARD_NAME, revision, local_files_only, cache_dir)
     except (ModelFileNotFoundError, OfflineError):
         pass  # a card is welcome but not needed to load
-    assert config.parent == weights.parent, "hf_hub_download put one revision's files in two snapshots"
-    return config.parent
+    return paths[0].parent
 
 
 def read_safetensors_header(path: Path) -> dict[str, Any]:

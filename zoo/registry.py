@@ -184,7 +184,14 @@ def load(
             revision = revision or data.get("revision")
             kind, source = "hub", repo
     if kind == "hub":
-        folder = hub.download_model(source, revision=revision, local_files_only=local_files_only, cache_dir=cache_dir)
+        options = dict(revision=revision, local_files_only=local_files_only, cache_dir=cache_dir)
+        config_path = hub.download_file(source, hub.CONFIG_NAME, **options)
+        arch = arch or json.loads(config_path.read_text()).get("arch")
+        if not arch:
+            raise ConfigError(
+                f"hf-hub:{source}: config.json names no 'arch'; pass arch=... or load it by its card name"
+            )
+        folder = hub.download_model(source, files=get_arch(arch).hub_files, **options)
     elif kind == "folder":
         folder = Path(where)
         if not folder.is_dir():
