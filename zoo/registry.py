@@ -42,6 +42,19 @@ ARCHITECTURES: dict[str, str] = {
     "tokenunify": "em_volume.tokenunify:TokenUnify",
 }
 
+# Upstream checkpoint converters, one per architecture that has published weights in another layout:
+# "module:function" with signature ``convert(src: Path, out: Path, **options) -> Path`` (writes a model folder).
+CONVERTERS: dict[str, str] = {
+    "flextok": "vision.flextok.convert:convert_checkpoint",
+    "mixste": "video_pose.convert:convert_checkpoint",
+    "hot-mixste": "video_pose.convert:convert_checkpoint",
+    "tpc-mixste": "video_pose.convert:convert_checkpoint",
+    "motionbert": "video_pose.convert:convert_checkpoint",
+    "hot-motionbert": "video_pose.convert:convert_checkpoint",
+    "s3tokenizer": "audio.convert:convert_checkpoint",
+    "tokenunify": "em_volume.convert:convert_checkpoint",
+}
+
 HUB_PREFIX = "hf-hub:"
 LOCAL_PREFIX = "local-dir:"
 
