@@ -43,7 +43,8 @@ ARCHITECTURES: dict[str, str] = {
 }
 
 # Upstream checkpoint converters, one per architecture that has published weights in another layout:
-# "module:function" with signature ``convert(src: Path, out: Path, **options) -> Path`` (writes a model folder).
+# "module:function" with signature ``convert_checkpoint(arch: str, src: Path, out: Path, **options) -> Path``
+# that writes a zoo model folder at ``out`` (README.md card + config.json + model.safetensors).
 CONVERTERS: dict[str, str] = {
     "flextok": "vision.flextok.convert:convert_checkpoint",
     "mixste": "video_pose.convert:convert_checkpoint",
