@@ -144,8 +144,8 @@ def read_onnx_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str,
             for _, name in inputs:
                 put("quantizer._codebook.embed", params[name].T, node.name)
         elif "quantizer" in node.name and node.op_type == "MatMul":
-            for _, name in inputs:
-                if params[name].ndim == 2:
+            for _, name in inputs:  # FSQ's projection is (C, 8); a VQ graph's codebook MatMul is (C, K) and skipped
+                if params[name].ndim == 2 and params[name].shape[1] == 8:
                     put("quantizer._codebook.project_down.weight", params[name].T, node.name)
         elif match := _FSMN_NODE.match(node.name):
             for _, name in inputs:
@@ -203,7 +203,7 @@ def resolve_variant(arch: str, src: Path, state: dict[str, torch.Tensor], facts:
         "arch": variant_from_name(arch.removeprefix("s3tokenizer")) if arch != "s3tokenizer" else None,
     }
     chosen = next((v for v in candidates.values() if v), None)
-    file_variant = variant_from_name(src.name)
+    file_variant = variant_from_name(src.name) if chosen is None else None  # an explicit choice wins over names
     if chosen is None:
         if has_fsmn:
             chosen = "v3" if file_variant == "v3" or facts.get("layout") == "named-nodes" else "v2"
@@ -218,6 +218,11 @@ def resolve_variant(arch: str, src: Path, state: dict[str, torch.Tensor], facts:
             )
     if chosen not in VARIANTS:
         raise ConfigError(f"variant={chosen!r} must be one of {', '.join(VARIANTS)}")
+    if file_variant is not None and (file_variant in ("v2", "v3")) != has_fsmn:
+        raise ConfigError(
+            f"{src.name} names {file_variant}, but the weights {'have' if has_fsmn else 'lack'} FSMN blocks; "
+            "rename the file or pass variant=... explicitly"
+        )
     if has_fsmn != (chosen in ("v2", "v3")):
         raise ConfigError(
             f"{src.name}: the weights {'have' if has_fsmn else 'lack'} FSMN blocks, which contradicts variant {chosen}"

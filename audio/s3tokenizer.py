@@ -261,7 +261,11 @@ class FSQProjection(nn.Module):
         self.fsq = FSQ(levels=[3] * 8, bound_scale=1 - 1e-3)
 
     def forward(self, hidden: Tensor) -> Tensor:
-        return self.fsq.quantize(self.project_down(hidden).float())[1]
+        return self.codes_and_ids(hidden)[1]
+
+    def codes_and_ids(self, hidden: Tensor) -> tuple[Tensor, Tensor]:
+        """(..., C) -> (codes (..., 8) in {-1, 0, 1} with a straight-through gradient, ids (...,) int64)."""
+        return self.fsq.quantize(self.project_down(hidden).float())
 
 
 class FSQCodebook(nn.Module):
