@@ -18,6 +18,7 @@ import functools
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from zoo.errors import InputError
@@ -93,12 +94,24 @@ def log_mel_spectrogram(waveforms: Tensor, lengths: Tensor | None = None, n_mels
     window = torch.hann_window(N_FFT, periodic=True, device=waveforms.device)
     mels = torch.zeros(batch, n_mels, int(frames.max()), device=waveforms.device)
     for i in range(batch):
-        clip = waveforms[i, : int(lengths[i])].float()
-        spectrum = torch.stft(
-            clip, N_FFT, HOP_LENGTH, window=window, center=True, pad_mode="reflect", return_complex=True
-        )  # (F, T + 1)
-        power = spectrum[:, : int(frames[i])].abs() ** 2  # (F, T): the last frame is dropped
-        log_spec = torch.clamp(filters @ power, min=1e-10).log10()  # (M, T)
-        log_spec = torch.maximum(log_spec, log_spec.max() - 8.0)
-        mels[i, :, : int(frames[i])] = (log_spec + 4.0) / 4.0
+        log_spec = mels[i, :, : int(frames[i])]  # (M, T), filled in place
+        _clip_log10_mel(waveforms[i, : int(lengths[i])].float(), filters, window, log_spec)
+        log_spec.copy_((torch.maximum(log_spec, log_spec.max() - 8.0) + 4.0) / 4.0)
     return mels, frames
+
+
+def _clip_log10_mel(clip: Tensor, filters: Tensor, window: Tensor, out: Tensor, chunk_frames: int = 3000) -> None:
+    """log10 mel power of one clip into ``out`` (M, T), a few thousand frames at a time.
+
+    Same frames as a centred STFT (reflect padding by n_fft / 2, the extra last frame dropped),
+    but the complex spectrum of an hour of audio never exists at once: beyond the output itself,
+    memory stays O(chunk).
+    """
+    half = N_FFT // 2
+    padded = F.pad(clip[None, None], (half, half), mode="reflect")[0, 0]  # (N + n_fft,)
+    frames = out.shape[-1]
+    for first in range(0, frames, chunk_frames):
+        last = min(frames, first + chunk_frames)
+        piece = padded[first * HOP_LENGTH : (last - 1) * HOP_LENGTH + N_FFT]
+        spectrum = torch.stft(piece, N_FFT, HOP_LENGTH, window=window, center=False, return_complex=True)
+        out[:, first:last] = torch.clamp(filters @ (spectrum.abs() ** 2), min=1e-10).log10()  # (M, last - first)

@@ -307,6 +307,24 @@ def merge_windows(window_ids: list[Tensor], seam_tokens: int) -> Tensor:
     return torch.cat(pieces)
 
 
+def length_groups(lengths: list[int], max_padding: float) -> list[list[int]]:
+    """Positions of ``lengths`` grouped longest first so that padding each group to its longest
+    item adds at most ``max_padding`` x its real length (0 gives one group per distinct length)."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    groups: list[list[int]] = []
+    current: list[int] = []
+    real = 0
+    for i in order:
+        if current and lengths[current[0]] * (len(current) + 1) > (1 + max_padding) * (real + lengths[i]):
+            groups.append(current)
+            current, real = [], 0
+        current.append(i)
+        real += lengths[i]
+    if current:
+        groups.append(current)
+    return groups
+
+
 # ---- the model ----------------------------------------------------------------------------------
 class S3Tokenizer(ZooModel):
     """Speech -> discrete tokens at 25 or 50 per second. Encoder only: TouchTTS (or CosyVoice) is the decoder."""
@@ -339,12 +357,19 @@ class S3Tokenizer(ZooModel):
         return hidden, self.quantizer(hidden), lengths
 
     def quantize(
-        self, mel: Tensor, mel_len: Tensor, sliding_window: str = "complete", window_batch: int = 8
+        self,
+        mel: Tensor,
+        mel_len: Tensor,
+        sliding_window: str = "complete",
+        window_batch: int = 8,
+        max_padding: float = 0.25,
     ) -> tuple[Tensor, Tensor]:
         """(B, M, T) zero-padded log-mels + (B,) frame counts -> ((B, S) int64 ids, 0 past each length; (B,) lengths).
 
-        Clips of at most 3000 frames are encoded together in one pass; longer clips go through
-        30 s windows, ``window_batch`` windows per encoder pass (bounded memory).
+        Clips of at most 3000 frames are encoded in passes of similar lengths (padding adds at most
+        ``max_padding`` of the real frames of a pass: padded frames cost compute but change no id,
+        since a clip gives the same ids alone or in any batch). Longer clips go through 30 s
+        windows, ``window_batch`` windows per encoder pass (bounded memory).
         """
         check_mel(mel, mel_len, self.config.n_mels)
         if window_batch < 1:
@@ -353,10 +378,11 @@ class S3Tokenizer(ZooModel):
         is_long = mel_len > WINDOW_FRAMES
         rows: list[Tensor | None] = [None] * mel.shape[0]
         short = torch.nonzero(~is_long).flatten().tolist()
-        if short:
-            width = int(mel_len[short].max())
-            _, ids, lengths = self.encode_mel(mel[short, :, :width], mel_len[short])
-            for row, index in enumerate(short):
+        for group in length_groups([int(mel_len[i]) for i in short], max_padding):
+            members = [short[g] for g in group]
+            width = int(mel_len[members].max())
+            _, ids, lengths = self.encode_mel(mel[members, :, :width], mel_len[members])
+            for row, index in enumerate(members):
                 rows[index] = ids[row, : int(lengths[row])]
         for index in torch.nonzero(is_long).flatten().tolist():
             rows[index] = self._quantize_long(mel[index, :, : int(mel_len[index])], sliding_window, window_batch)

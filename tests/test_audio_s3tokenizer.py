@@ -8,9 +8,9 @@ import soundfile as sf
 import torch
 
 import zoo
-from audio.features import mel_filters
+from audio.features import log_mel_spectrogram, mel_filters
 from audio.io import load_audio, resample
-from audio.s3tokenizer import S3Tokenizer, S3TokenizerConfig, merge_windows, window_starts
+from audio.s3tokenizer import S3Tokenizer, S3TokenizerConfig, length_groups, merge_windows, window_starts
 from zoo.errors import ConfigError, CorruptFileError, InputError, NotSupportedError
 
 
@@ -145,6 +145,25 @@ def test_encode_accepts_the_upstream_sliding_window_option_and_records_it():
     model = tiny("v2")
     tokens = model.encode(speechlike(31.0), sliding_window="upstream")
     assert tokens.meta["sliding_window"] == "upstream" and tokens.ids.shape[1] == 775
+
+
+def test_length_groups_bound_the_padding_and_cover_every_clip_once():
+    lengths = [790, 120, 310, 560, 240, 680, 430, 170]
+    groups = length_groups(lengths, max_padding=0.25)
+    assert sorted(i for g in groups for i in g) == list(range(8))
+    for g in groups:
+        assert max(lengths[i] for i in g) * len(g) <= 1.25 * sum(lengths[i] for i in g)
+    assert length_groups(lengths, max_padding=100.0) == [sorted(range(8), key=lambda i: -lengths[i])]
+
+
+def test_long_clip_log_mel_in_chunks_equals_one_centred_stft():
+    wave = speechlike(65.0, seed=5)
+    mel, frames = log_mel_spectrogram(wave[None])
+    spectrum = torch.stft(wave, 400, 160, window=torch.hann_window(400), return_complex=True)[:, :-1]
+    reference = torch.clamp(mel_filters() @ spectrum.abs() ** 2, min=1e-10).log10()
+    reference = (torch.maximum(reference, reference.max() - 8.0) + 4.0) / 4.0
+    assert int(frames[0]) == 6500
+    torch.testing.assert_close(mel[0], reference, atol=1e-5, rtol=0)
 
 
 # ---- audio input --------------------------------------------------------------------------------
