@@ -1,0 +1,106 @@
+"""The shared metrics, stated as their invariants."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from zoo.api import Tokens
+from zoo.errors import InputError
+from zoo.metrics import tokens as tm
+
+
+# ---- codebook usage and perplexity ----------------------------------------------------------------
+def test_uniform_ids_have_perplexity_equal_to_codebook_size():
+    ids = torch.arange(64).repeat(3).reshape(2, 96)
+    assert tm.codebook_perplexity(ids, 64) == pytest.approx(64.0)
+
+
+def test_a_single_repeated_id_has_perplexity_one():
+    assert tm.codebook_perplexity(torch.full((4, 10), 7), 256) == pytest.approx(1.0)
+
+
+def test_perplexity_of_two_codes_in_ratio_three_to_one_is_exp_entropy():
+    ids = torch.tensor([[0, 0, 0, 1]])
+    entropy = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
+    assert tm.codebook_perplexity(ids, 8) == pytest.approx(math.exp(entropy))
+
+
+def test_perplexity_lies_between_one_and_codebook_size_for_random_ids():
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        k = int(torch.randint(1, 50, (1,), generator=gen))
+        ids = torch.randint(0, k, (3, 17), generator=gen)
+        assert 1.0 - 1e-9 <= tm.codebook_perplexity(ids, k) <= k + 1e-9
+
+
+def test_usage_is_one_when_every_code_occurs_and_counts_distinct_codes_otherwise():
+    assert tm.codebook_usage(torch.arange(16).reshape(2, 8), 16) == 1.0
+    assert tm.codebook_usage(torch.tensor([[1, 1, 2, 3]]), 16) == 3 / 16
+
+
+def test_masked_out_positions_do_not_count_toward_usage_or_perplexity():
+    ids = torch.tensor([[0, 1, 2, 3], [0, 5, 5, 5]])
+    mask = torch.tensor([[True, True, False, False], [True, False, False, False]])
+    assert tm.codebook_usage(ids, 8, mask) == 2 / 8
+    assert tm.code_counts(Tokens(ids=ids, mask=mask), 8).tolist() == [2, 1, 0, 0, 0, 0, 0, 0]
+
+
+def test_ids_outside_the_codebook_are_refused_with_their_range():
+    with pytest.raises(InputError, match=r"\[0, 4\)"):
+        tm.codebook_usage(torch.tensor([[0, 4]]), 4)
+
+
+def test_an_all_false_mask_is_refused_as_no_valid_tokens():
+    with pytest.raises(InputError, match="no valid tokens"):
+        tm.codebook_perplexity(torch.zeros(2, 3, dtype=torch.int64), 4, torch.zeros(2, 3, dtype=torch.bool))
+
+
+def test_float_ids_are_refused():
+    with pytest.raises(InputError, match="integer"):
+        tm.codebook_usage(torch.zeros(2, 3), 4)
+
+
+def test_embedding_only_tokens_are_refused_by_codebook_metrics():
+    with pytest.raises(InputError, match="embeddings"):
+        tm.codebook_usage(Tokens(embeddings=torch.zeros(1, 2, 3)), 4)
+
+
+# ---- bits per unit --------------------------------------------------------------------------------
+def test_bits_per_unit_is_tokens_times_log2_codebook_over_units():
+    assert tm.bits_per_unit(100, 1024, 50) == pytest.approx(100 * 10 / 50)
+
+
+def test_bits_per_unit_counts_only_real_tokens_of_a_padded_batch():
+    t = Tokens(ids=torch.zeros(2, 4, dtype=torch.int64), mask=torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0]]).bool())
+    assert tm.bits_per_byte(t, 256, 4) == pytest.approx(4 * 8 / 4)
+
+
+def test_byte_tokens_of_a_256_codebook_cost_exactly_eight_bits_per_byte():
+    text = "Grüße, 世界! 🙂".encode()
+    assert tm.bits_per_byte(len(text), 256, len(text)) == 8.0
+
+
+@pytest.mark.parametrize(
+    "helper", [tm.bits_per_byte, tm.bits_per_character, tm.bits_per_pixel, tm.bits_per_second, tm.bits_per_frame,
+               tm.bits_per_voxel],
+)  # fmt: skip
+def test_every_named_unit_helper_agrees_with_bits_per_unit(helper):
+    assert helper(30, 4096, 12) == pytest.approx(tm.bits_per_unit(30, 4096, 12))
+
+
+def test_a_codebook_of_one_code_costs_zero_bits():
+    assert tm.bits_per_pixel(10, 1, 100) == 0.0
+
+
+@pytest.mark.parametrize("units", [0, -1.0, float("nan"), float("inf")])
+def test_a_non_positive_or_non_finite_input_size_is_refused_naming_the_unit(units):
+    with pytest.raises(InputError, match="seconds"):
+        tm.bits_per_second(10, 16, units)
+
+
+def test_a_non_positive_codebook_size_is_refused():
+    with pytest.raises(InputError, match="codebook_size"):
+        tm.bits_per_frame(10, 0, 5)
