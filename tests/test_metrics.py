@@ -9,7 +9,9 @@ import torch
 
 from zoo.api import Tokens
 from zoo.errors import InputError
+from zoo.metrics import text as txm
 from zoo.metrics import tokens as tm
+from zoo.text import ByteTokenizer
 
 
 # ---- codebook usage and perplexity ----------------------------------------------------------------
@@ -104,3 +106,60 @@ def test_a_non_positive_or_non_finite_input_size_is_refused_naming_the_unit(unit
 def test_a_non_positive_codebook_size_is_refused():
     with pytest.raises(InputError, match="codebook_size"):
         tm.bits_per_frame(10, 0, 5)
+
+
+# ---- text metrics ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "text, words",
+    [("The cat sleeps.", 3), ("  many   spaces\there ", 3), ("— , !", 0), ("你好世界", 4), ("東京タワーへ行く", 8),
+     ("हर भाषा में", 3), ("사과 2킬로그램", 2), ("", 0)],
+)  # fmt: skip
+def test_words_are_whitespace_runs_with_a_letter_and_each_han_or_kana_character(text, words):
+    assert txm.count_words(text) == words
+
+
+def test_byte_tokenizer_has_exactly_one_byte_per_token():
+    assert txm.bytes_per_token(ByteTokenizer(), ["Grüße", "世界 🙂", "abc"]) == 1.0
+
+
+def test_byte_tokenizer_fertility_is_bytes_per_word():
+    assert txm.fertility(ByteTokenizer(), ["ab cd", "éé"]) == pytest.approx((5 + 4) / 3)
+
+
+def test_characters_per_token_of_the_byte_tokenizer_is_characters_over_bytes():
+    assert txm.chars_per_token(ByteTokenizer(), "ü!") == pytest.approx(2 / 3)
+
+
+def test_reference_language_has_premium_one_and_others_scale_with_their_token_counts():
+    parallel = {"en": ["cat", "dog"], "de": ["Katze", "Hund"], "ru": ["кошка", "собака"]}
+    prem = txm.premiums(ByteTokenizer(), parallel, reference="en")
+    assert prem["en"] == 1.0
+    assert prem["de"] == pytest.approx(9 / 6) and prem["ru"] == pytest.approx(22 / 6)
+
+
+def test_parity_spread_is_one_when_every_language_costs_the_same():
+    report = txm.parity_report(ByteTokenizer(), {"en": ["abc"], "fr": ["def"]})
+    assert report["spread"] == 1.0 and report["max_premium"] == 1.0
+
+
+def test_parity_report_names_the_worst_served_language():
+    report = txm.parity_report(ByteTokenizer(), {"en": ["hi"], "el": ["γεια"], "de": ["hallo"]})
+    assert report["worst_language"] == "el" and report["spread"] == pytest.approx(8 / 2)
+
+
+def test_parallel_texts_of_unequal_length_are_refused():
+    with pytest.raises(InputError, match="same number of sentences"):
+        txm.premiums(ByteTokenizer(), {"en": ["a", "b"], "de": ["a"]})
+
+
+def test_fertility_of_texts_without_words_is_refused():
+    with pytest.raises(InputError, match="words"):
+        txm.fertility(ByteTokenizer(), ["!!! ..."])
+
+
+def test_language_report_gives_every_figure_per_language():
+    report = txm.language_report(ByteTokenizer(), {"en": ["a b"], "zh": ["你好"]})
+    assert report["zh"] == {
+        "tokens": 6, "words": 2, "bytes": 6, "characters": 2, "fertility": 3.0, "bytes_per_token": 1.0,
+        "chars_per_token": pytest.approx(1 / 3),
+    }  # fmt: skip
