@@ -112,12 +112,12 @@ class TextTokenizer(ZooModel):
         return Tokens(ids=ids, mask=mask, meta={"vocab_size": self.vocab_size})
 
     def preprocess(self, raw: Any) -> list[str]:
-        """A string, bytes, a list of them, or a path to a UTF-8 text file -> the list ``encode`` takes."""
-        if isinstance(raw, Path):
-            if not raw.is_file():
-                raise ModelFileNotFoundError(str(raw.parent), raw.name, hint="The text file does not exist.")
-            raw = raw.read_bytes()
-        return as_text_batch(raw)
+        """Strings pass through; paths are read as UTF-8 text files (invalid UTF-8 is an error)."""
+        items = [raw] if isinstance(raw, (str, bytes, Path)) else list(raw)
+        for item in items:
+            if isinstance(item, Path) and not item.is_file():
+                raise ModelFileNotFoundError(str(item.parent), item.name, hint="The text file does not exist.")
+        return as_text_batch([item.read_bytes() if isinstance(item, Path) else item for item in items])
 
     @inference
     def decode(self, tokens: Tokens) -> list[str]:
