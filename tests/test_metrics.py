@@ -163,3 +163,21 @@ def test_language_report_gives_every_figure_per_language():
         "tokens": 6, "words": 2, "bytes": 6, "characters": 2, "fertility": 3.0, "bytes_per_token": 1.0,
         "chars_per_token": pytest.approx(1 / 3),
     }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "a, b, distance",
+    [("", "", 0), ("abc", "abc", 0), ("abc", "", 3), ("kitten", "sitting", 3), ("a▁b", "a b", 1), ("🙂", "🙃", 1)],
+)
+def test_edit_distance_counts_insertions_deletions_and_substitutions_of_code_points(a, b, distance):
+    assert txm.edit_distance(a, b) == distance == txm.edit_distance(b, a)
+
+
+def test_character_error_rate_is_zero_for_an_exact_round_trip_and_sums_over_the_batch():
+    assert txm.character_error_rate(["héllo", ""], ["héllo", ""]) == 0.0
+    assert txm.character_error_rate(["abcd", "ef"], ["abXd", "e"]) == pytest.approx(2 / 6)
+
+
+def test_character_error_rate_refuses_batches_of_different_sizes():
+    with pytest.raises(InputError, match="2 references but 1 hypotheses"):
+        txm.character_error_rate(["a", "b"], ["a"])

@@ -142,3 +142,28 @@ def parity_report(tokenizer: Any, parallel: Mapping[str, Sequence[str]], referen
         "max_premium": prem[worst],
         "spread": max(prem.values()) / min(prem.values()),
     }
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance between two strings, over code points (insertions, deletions, substitutions)."""
+    if len(a) < len(b):
+        a, b = b, a
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i]
+        for j, cb in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
+        previous = current
+    return previous[-1]
+
+
+def character_error_rate(references: Sequence[str] | str, hypotheses: Sequence[str] | str) -> float:
+    """Summed edit distance / summed reference length (0 for an exact round trip; can exceed 1)."""
+    references, hypotheses = _texts(references), _texts(hypotheses)
+    if len(references) != len(hypotheses):
+        raise InputError(f"{len(references)} references but {len(hypotheses)} hypotheses")
+    errors = sum(edit_distance(r, h) for r, h in zip(references, hypotheses) if r != h)
+    total = sum(len(r) for r in references)
+    if total == 0:
+        return 0.0 if errors == 0 else float("inf")
+    return errors / total
