@@ -347,3 +347,17 @@ def test_byte_level_table_is_the_alphabet_hf_tokenizers_uses():
     table = byte_level_chars()
     assert sorted(table) == list(range(256))
     assert sorted(table.values()) == sorted(pre_tokenizers.ByteLevel.alphabet())
+
+
+def test_a_local_tiktoken_file_loads_through_from_file_with_its_special_tokens(models, tmp_path):
+    path = tmp_path / "tiny.tiktoken"
+    path.write_bytes(models["tiktoken-tiny"].tokenizer_bytes)
+    model = TiktokenTokenizer.from_file(path, special_tokens=(("<|endoftext|>", 0),), eos_token="<|endoftext|>")
+    assert model.encode("hello").ids.tolist() == models["bpe-tiny"].encode("hello").ids.tolist()
+
+
+def test_a_tiktoken_file_missing_single_bytes_is_corrupt(models, tmp_path):
+    path = tmp_path / "short.tiktoken"
+    path.write_bytes(b"\n".join(models["tiktoken-tiny"].tokenizer_bytes.splitlines()[10:]))
+    with pytest.raises(CorruptFileError, match="single bytes have no rank"):
+        TiktokenTokenizer.from_file(path)

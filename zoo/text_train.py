@@ -25,6 +25,7 @@ os.environ.setdefault("RAYON_NUM_THREADS", "1")  # HF tokenizers trains determin
 
 from zoo.cards import make_card  # noqa: E402
 from zoo.metrics import text as text_metrics  # noqa: E402
+from zoo.metrics.tokens import bits_per_byte  # noqa: E402
 from zoo.text import (  # noqa: E402
     ByteTokenizer,
     HFTokenizer,
@@ -58,6 +59,7 @@ def figures(model) -> tuple[list[dict], str]:
     everything = [s for sentences in held_out.values() for s in sentences]
     per_lang = text_metrics.language_report(model, held_out)
     parity = text_metrics.parity_report(model, parallel, reference="en")
+    n_bytes = sum(len(s.encode("utf-8")) for s in everything)
     round_trip = sum(a == b for a, b in zip(model.decode(model.encode(everything)), everything))
     protocol = "zoo.metrics.text on the held-out split, summed over sentences"
     metrics = [
@@ -65,6 +67,9 @@ def figures(model) -> tuple[list[dict], str]:
          "value": round(text_metrics.fertility(model, everything), 3)},
         {"name": "bytes per token", "type": "bytes_per_token", "dataset": DATASET, "protocol": protocol,
          "value": round(text_metrics.bytes_per_token(model, everything), 3)},
+        {"name": "bits per byte (tokens x log2 vocabulary / UTF-8 bytes)", "type": "bits_per_byte",
+         "dataset": DATASET, "protocol": "zoo.metrics.tokens.bits_per_byte on the held-out split",
+         "value": round(bits_per_byte(model.encode(everything), model.vocab_size, n_bytes), 3)},
         {"name": "characters per token", "type": "chars_per_token", "dataset": DATASET, "protocol": protocol,
          "value": round(text_metrics.chars_per_token(model, everything), 3)},
         {"name": f"parity spread (max/min premium; worst: {parity['worst_language']})", "type": "parity_spread",
