@@ -361,3 +361,22 @@ def test_a_tiktoken_file_missing_single_bytes_is_corrupt(models, tmp_path):
     path.write_bytes(b"\n".join(models["tiktoken-tiny"].tokenizer_bytes.splitlines()[10:]))
     with pytest.raises(CorruptFileError, match="single bytes have no rank"):
         TiktokenTokenizer.from_file(path)
+
+
+@pytest.mark.parametrize("name", BUNDLED[1:])
+def test_a_hub_load_fetches_the_tokenizer_file_beside_config_and_weights(models, name, tmp_path, monkeypatch):
+    from zoo import hub
+
+    repo = models[name].save_pretrained(tmp_path / "repo")
+    fetched = []
+
+    def fake_download(repo_id, filename, revision=None, local_files_only=False, cache_dir=None):
+        fetched.append(filename)
+        if not (repo / filename).is_file():
+            raise ModelFileNotFoundError(f"hf-hub:{repo_id}", filename, revision)
+        return repo / filename
+
+    monkeypatch.setattr(hub, "download_file", fake_download)
+    model = zoo.load(f"hf-hub:org/{name}@main")
+    assert models[name].tokenizer_file in fetched
+    assert model.encode("hello").ids.tolist() == models[name].encode("hello").ids.tolist()
