@@ -38,7 +38,7 @@ from typing import Any, ClassVar
 import torch
 
 from zoo.api import Tokens, ZooModel, atomic_write, config_from_dict, inference
-from zoo.errors import ConfigError, CorruptFileError, InputError, ModelFileNotFoundError
+from zoo.errors import ConfigError, CorruptFileError, InputError, ModelFileNotFoundError, ZooError
 
 
 def as_text_batch(text: str | Sequence[str]) -> list[str]:
@@ -211,7 +211,7 @@ class FileTokenizer(TextTokenizer):
         config = config_from_dict(cls.config_class, data, str(folder / "config.json"))
         try:
             model = cls(config, (folder / cls.tokenizer_file).read_bytes())
-        except (ConfigError, InputError):
+        except ZooError:
             raise
         except Exception as err:  # each backend raises its own error type for a broken file
             raise CorruptFileError(cls.tokenizer_file, f"not a readable tokenizer file ({err})", source=where) from err
