@@ -10,7 +10,6 @@ Shape letters: B batch, S token steps, L code width (8), V characters + blank.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
@@ -66,19 +65,11 @@ def greedy_decode(logits: Tensor, lengths: Tensor) -> list[str]:
     return texts
 
 
-def edit_distance(a: str, b: str) -> int:
-    row = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        previous_diagonal, row[0] = row[0], i
-        for j, cb in enumerate(b, 1):
-            previous_diagonal, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, previous_diagonal + (ca != cb))
-    return row[-1]
-
-
 def character_error_rate(hypotheses: list[str], references: list[str]) -> float:
-    """Total character edits over total reference characters (spaces count)."""
-    errors = sum(edit_distance(h, normalise_text(r)) for h, r in zip(hypotheses, references))
-    return errors / max(1, sum(len(normalise_text(r)) for r in references))
+    """Edits over reference characters, references normalised to the model's alphabet (lower case, no punctuation)."""
+    from zoo.metrics.text import character_error_rate as cer
+
+    return cer([normalise_text(r) for r in references], hypotheses)
 
 
 def transcribe(model, head: CTCHead, tokens) -> list[str]:
@@ -88,18 +79,15 @@ def transcribe(model, head: CTCHead, tokens) -> list[str]:
         return greedy_decode(head(codes), tokens.lengths)
 
 
-# Codebook statistics. zoo/metrics/tokens.py will hold the shared version (owned by the text family);
-# until it lands this small local helper keeps the audio numbers honest.
-def codebook_usage(ids: Tensor, mask: Tensor, codebook_size: int) -> dict[str, float]:
-    """Fraction of the codebook used, perplexity of the id distribution, and its entropy in bits."""
-    valid = ids[mask]
-    counts = torch.bincount(valid, minlength=codebook_size).double()
-    probs = counts / counts.sum().clamp(min=1)
-    nonzero = probs[probs > 0]
-    entropy = float(-(nonzero * nonzero.log2()).sum())
-    return {"usage": float((counts > 0).sum()) / codebook_size, "perplexity": 2.0**entropy, "entropy_bits": entropy}
+def codebook_stats(tokens, codebook_size: int) -> dict[str, float]:
+    """Codebook usage (fraction of ids seen) and perplexity over the real tokens of a batch (zoo.metrics.tokens)."""
+    from zoo.metrics.tokens import codebook_perplexity, codebook_usage
+
+    return {"usage": codebook_usage(tokens, codebook_size), "perplexity": codebook_perplexity(tokens, codebook_size)}
 
 
 def bits_per_second(token_rate: float, codebook_size: int) -> float:
-    """Fixed-length coding bitrate: tokens per second times log2 of the vocabulary."""
-    return token_rate * math.log2(codebook_size)
+    """Fixed-width bitrate: ``token_rate`` tokens per second of audio, log2(K) bits each (zoo.metrics.tokens)."""
+    from zoo.metrics.tokens import bits_per_unit
+
+    return bits_per_unit(int(token_rate), codebook_size, 1.0, unit="second")

@@ -37,7 +37,7 @@ from audio.tiny import (
     CTCHead,
     bits_per_second,
     character_error_rate,
-    codebook_usage,
+    codebook_stats,
     normalise_text,
     text_to_ids,
     transcribe,
@@ -198,7 +198,7 @@ def main() -> None:
     hypotheses = transcribe(model, head, tokens)
     references = [i["text"] for i in heldout]
     cer = character_error_rate(hypotheses, references)
-    usage = codebook_usage(tokens.ids, tokens.mask, model.codebook_size)
+    usage = codebook_stats(tokens, model.codebook_size)
     logger.info("held-out CER %.3f, usage %.3f, perplexity %.1f", cer, usage["usage"], usage["perplexity"])
     for h, r in list(zip(hypotheses, references))[:5]:
         logger.info("  ref %r\n  hyp %r", normalise_text(r), h)
