@@ -126,6 +126,12 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=11.0, help="wall-clock budget for the optimisation")
     parser.add_argument("--batch", type=int, default=24)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--quantizer-warmup",
+        type=float,
+        default=0.25,
+        help="fraction of the budget during which the CTC head sees unrounded FSQ values (rounding starts after)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
@@ -171,13 +177,17 @@ def main() -> None:
             for row, m in enumerate(mels):
                 mel[row, :, : m.shape[-1]] = m
             hidden, lengths = model.encoder(mel, mel_len)
-            codes, _ = model.quantizer._codebook.codes_and_ids(hidden)
+            if progress < args.quantizer_warmup:  # head reads the bounded values unrounded: a gradient from step 1
+                fsq = model.quantizer._codebook.fsq
+                codes = fsq.bound(model.quantizer._codebook.project_down(hidden)) / fsq._half_width()
+            else:
+                codes, _ = model.quantizer._codebook.codes_and_ids(hidden)
             log_probs = head(codes).log_softmax(-1).transpose(0, 1)  # (S, B, V)
             targets = [torch.tensor(text_to_ids(train[i]["text"])) for i in group]
             loss = F.ctc_loss(
                 log_probs,
                 torch.cat(targets),
-                lengths,
+                lengths * head.upsample,
                 torch.tensor([len(t) for t in targets]),
                 blank=0,
                 zero_infinity=True,
@@ -240,7 +250,8 @@ def main() -> None:
         f"Trained here by `python -m audio.train_tiny` (seed {args.seed}): {len(train)} espeak-ng clips "
         f"({train_seconds / 60:.1f} min of speech; random 3-9 word sentences over a {len(WORDS)}-word list; "
         f"voices {', '.join(VOICES)}; rate 130-190 wpm; pitch 25-75), {step} AdamW steps of batch {args.batch} "
-        f"({train_minutes:.1f} min on 2 CPU cores), CTC loss on characters from a small head over the FSQ codes. "
+        f"({train_minutes:.1f} min on 2 shared CPU cores), CTC loss on characters from a small head over the FSQ codes "
+        f"(unrounded for the first {100 * args.quantizer_warmup:.0f}% of the time, rounded after). "
         f"The CTC head is {HEAD_FILE} (not part of the tokenizer)."
     )
     card = make_card(
@@ -261,6 +272,7 @@ def main() -> None:
     from safetensors.torch import save_file
 
     save_file({k: v.contiguous() for k, v in head.state_dict().items()}, str(args.out / HEAD_FILE))
+    (args.out / HEAD_FILE).chmod(0o644)  # safetensors writes 0600
 
     args.samples.mkdir(parents=True, exist_ok=True)
     picks = sorted(range(len(heldout)), key=lambda i: -len(heldout[i]["text"]))[:3]
