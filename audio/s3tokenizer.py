@@ -147,8 +147,14 @@ class MultiHeadAttention(nn.Module):
             self.fsmn_block = nn.Conv1d(n_state, n_state, fsmn_kernel_size, groups=n_state, bias=False)
             self.fsmn_padding = ((fsmn_kernel_size - 1) // 2, fsmn_kernel_size - 1 - (fsmn_kernel_size - 1) // 2)
 
-    def forward(self, x: Tensor, key_bias: Tensor, valid: Tensor, rotary: tuple[Tensor, Tensor] | None) -> Tensor:
-        """x (B, S, C), key_bias (B, 1, 1, S) additive, valid (B, S, 1) float mask -> (B, S, C)."""
+    def forward(
+        self, x: Tensor, key_bias: Tensor | None, valid: Tensor | None, rotary: tuple[Tensor, Tensor] | None
+    ) -> Tensor:
+        """x (B, S, C), key_bias (B, 1, 1, S) additive, valid (B, S, 1) float mask -> (B, S, C).
+
+        ``key_bias`` and ``valid`` are None when no sequence in the batch is padded (an all-zero bias
+        and an all-one mask change nothing, bit for bit, so they are skipped).
+        """
         batch, steps, channels = x.shape
         q = self.query(x).view(batch, steps, self.n_head, -1)  # (B, S, H, Dh)
         k = self.key(x).view(batch, steps, self.n_head, -1)
@@ -163,9 +169,10 @@ class MultiHeadAttention(nn.Module):
         )  # (B, H, S, Dh); softmax(q k^T / sqrt(Dh) + bias) v
         output = self.out(attended.transpose(1, 2).reshape(batch, steps, channels))
         if self.fsmn_block is not None:
-            masked = v * valid
+            masked = v if valid is None else v * valid
             memory = self.fsmn_block(F.pad(masked.transpose(1, 2), self.fsmn_padding)).transpose(1, 2)
-            output = output + (memory + masked) * valid
+            memory = memory + masked
+            output = output + (memory if valid is None else memory * valid)
         return output
 
 
@@ -179,7 +186,9 @@ class ResidualAttentionBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(n_state, 4 * n_state), nn.GELU(), nn.Linear(4 * n_state, n_state))
         self.mlp_ln = LayerNorm(n_state, eps=1e-5)
 
-    def forward(self, x: Tensor, key_bias: Tensor, valid: Tensor, rotary: tuple[Tensor, Tensor] | None) -> Tensor:
+    def forward(
+        self, x: Tensor, key_bias: Tensor | None, valid: Tensor | None, rotary: tuple[Tensor, Tensor] | None
+    ) -> Tensor:
         x = x + self.attn(self.attn_ln(x), key_bias, valid, rotary)
         return x + self.mlp(self.mlp_ln(x))
 
@@ -233,8 +242,10 @@ class AudioEncoder(nn.Module):
             x = x + self.positional_embedding[:steps].to(x.dtype)
         else:
             rotary = tuple(t.to(x.dtype) for t in rotary_tables(steps, self.rotary_head_dim, x.device))
-        key_bias = ((~mask2).to(x.dtype) * -1e10)[:, None, None, :]  # (B, 1, 1, S): only keys are masked
-        valid = mask2[:, :, None].to(x.dtype)  # (B, S, 1)
+        key_bias = valid = None
+        if not bool(mask2.all()):
+            key_bias = ((~mask2).to(x.dtype) * -1e10)[:, None, None, :]  # (B, 1, 1, S): only keys are masked
+            valid = mask2[:, :, None].to(x.dtype)  # (B, S, 1)
         for block in self.blocks:
             x = block(x, key_bias, valid, rotary)
         return x, len2
