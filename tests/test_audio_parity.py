@@ -40,6 +40,11 @@ def _long_files(folder: Path, info: dict):
     return load_file(str(codes)), load_file(str((folder / inputs[1]) if inputs else codes))
 
 
+def _long_names(codes) -> list[str]:
+    """The long clips a codes file covers (long_a, long_b in the public set), read from its keys."""
+    return sorted({k.rsplit(".", 1)[0] for k in codes if k.startswith("long") and k.endswith(".codes")})
+
+
 def _tol(info):
     t = info["tolerances"]
     return t["mel_atol"], t["enc_atol"], t["enc_rtol"]
@@ -118,7 +123,7 @@ def test_parity_s3tokenizer_upstream_sliding_window_reproduces_long_audio_ids(fi
     if files is None:
         return  # this folder has no long-audio file (README section 7.4); nothing to compare
     codes, inputs = files
-    for name in ("long_a", "long_b"):
+    for name in _long_names(codes):
         mel = inputs[f"{name}.mel"]
         ids, lengths = model.quantize(mel[None], torch.tensor([mel.shape[-1]]), sliding_window="upstream")
         assert torch.equal(ids[0, : lengths[0]], codes[f"{name}.codes"]), name
@@ -132,12 +137,13 @@ def test_parity_s3tokenizer_upstream_windows_equal_upstream_per_window_ids(fixtu
     if files is None:
         return
     codes, inputs = files
-    for name in ("long_a", "long_b"):
+    for name in _long_names(codes):
         mel = inputs[f"{name}.mel"]
         starts = window_starts(mel.shape[-1], "upstream")
+        assert starts == info["long"][name]["window_starts_frames"]
         assert len(starts) == codes[f"{name}.segment_len"].shape[0]
         for row, start in enumerate(starts):
-            piece = mel[:, start : start + 3000]
+            piece = mel[:, start : start + info["long"]["window_frames"]]
             ids, lengths = model.quantize(piece[None], torch.tensor([piece.shape[-1]]))
             n = int(codes[f"{name}.segment_len"][row])
             assert int(lengths[0]) == n
@@ -153,7 +159,7 @@ def test_parity_s3tokenizer_complete_sliding_window_keeps_the_tail_upstream_drop
     if files is None:
         return
     codes, inputs = files
-    for name in ("long_a", "long_b"):
+    for name in _long_names(codes):
         mel = inputs[f"{name}.mel"]
         ids, lengths = model.quantize(mel[None], torch.tensor([mel.shape[-1]]))
         expected = (mel.shape[-1] - 1) // model.config.conv1_stride + 1
@@ -173,12 +179,13 @@ def test_parity_s3tokenizer_mixed_long_and_short_batch_rows_equal_upstream(fixtu
     if files is None:
         return
     codes, inputs = files
-    mels = [inputs["long_a.mel"], io["clip1.mel"], inputs["long_b.mel"]]
+    items = info["long"]["mixed"]["items"]  # e.g. [long_a, clip1, long_b]
+    mels = [inputs[f"{item}.mel"] if f"{item}.mel" in inputs else io[f"{item}.mel"] for item in items]
     lengths = torch.tensor([m.shape[-1] for m in mels])
     batch = torch.zeros(3, mels[0].shape[0], int(lengths.max()))
     for i, m in enumerate(mels):
         batch[i, :, : m.shape[-1]] = m
     ids, out_lengths = model.quantize(batch, lengths, sliding_window="upstream")
-    assert torch.equal(out_lengths, codes["mixed.codes_len"])
+    assert len(items) == len(mels) and torch.equal(out_lengths, codes["mixed.codes_len"])
     for i, n in enumerate(out_lengths.tolist()):
         assert torch.equal(ids[i, :n], codes["mixed.codes"][i, :n]), f"row {i}"
