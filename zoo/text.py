@@ -72,6 +72,13 @@ class TextTokenizer(ZooModel):
     def vocab_size(self) -> int:
         raise NotImplementedError
 
+    def preprocess(self, raw) -> list[str]:
+        """Strings pass through; paths are read as UTF-8 text files (invalid UTF-8 is an error)."""
+        from pathlib import Path
+
+        items = [raw] if isinstance(raw, (str, bytes, Path)) else list(raw)
+        return as_text_batch([Path(x).read_bytes() if isinstance(x, Path) else x for x in items])
+
     def encode(self, text: str | Sequence[str]) -> Tokens:
         ids, mask = pad_sequences([self.encode_one(t) for t in as_text_batch(text)], self.pad_id)
         return Tokens(ids=ids, mask=mask, meta={"vocab_size": self.vocab_size})
