@@ -203,8 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as err:
-            if err.name != module_name:
-                raise
+            if err.name is None or not module_name.startswith(err.name):
+                raise  # a missing dependency inside the tool is a real error
             continue  # that tool is not part of this installation
         getattr(module, function_name)(sub)
     return parser
