@@ -65,3 +65,13 @@ def hub(hf_cache) -> HubServer:
 def hub_env(hf_cache) -> dict[str, str]:
     """os.environ for a subprocess that talks to the same local Hub and cache (add HF_HUB_OFFLINE etc.)."""
     return {**os.environ, "HF_ENDPOINT": HUB.url, "HF_HUB_CACHE": str(hf_cache)}
+
+
+@pytest.fixture
+def tiny_arch(monkeypatch) -> str:
+    """Register tests/tiny_model.py's TinyModel as arch ``test-tiny`` for this test only."""
+    from tests import tiny_model
+    from zoo import registry
+
+    monkeypatch.setitem(registry.ARCHITECTURES, tiny_model.ARCH, tiny_model.TARGET)
+    return tiny_model.ARCH
