@@ -12,6 +12,7 @@ Fixtures:
 - ``hub``: the server, emptied for this test, with ``hf_cache`` in place.
 - ``hf_cache``: a fresh, empty Hub cache folder for this test (the client's default cache_dir).
 - ``hub_env``: environment variables for a subprocess that should use the same server and cache.
+- ``tiny_arch``: registers tests/tiny_model.py's TinyModel as arch ``test-tiny`` for one test.
 """
 
 from __future__ import annotations

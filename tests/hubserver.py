@@ -33,8 +33,15 @@ Faults for robustness tests, per (repo, path), set with :meth:`HubServer.set_fau
                 (Range) requests get the headers and no bytes, so the client gives up after its retries.
     "drop_once" like "drop" for the first GET only; later requests are served whole (Range resume works).
 
-Use :func:`serve` as a context manager, or the ``hub`` fixture of tests/conftest.py (one server per test
-session, emptied before each test). ``HubServer.requests`` logs ``(method, path)`` of every request.
+Use the ``hub`` fixture of tests/conftest.py (one server per test session, the client's HF_ENDPOINT,
+emptied before each test, with a fresh Hub cache), or :func:`serve` as a context manager for a
+private server (then pass ``endpoint=server.url`` to the client). ``HubServer.requests`` logs
+``(method, path)`` of every request; ``downloads(suffix)`` lists the file GETs.
+
+    def test_my_model_loads_from_the_hub(hub, tmp_path):
+        hub.upload_folder("org/my-model", my_model.save_pretrained(tmp_path / "m"))   # -> commit sha
+        loaded = zoo.load("hf-hub:org/my-model")
+        hub.commit("org/my-model", {"config.json": b"..."}, delete=("model.safetensors",))  # a new commit
 """
 
 from __future__ import annotations

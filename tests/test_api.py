@@ -319,6 +319,11 @@ def test_list_models_filters_by_modality(cards):
     assert zoo.list_models("alpha*", modality="audio") == ["alpha-base"]
 
 
+def test_list_models_refuses_an_unknown_modality():
+    with pytest.raises(ConfigError, match="modality 'video'"):
+        zoo.list_models(modality="video")
+
+
 def test_an_unknown_model_name_suggests_close_names(cards):
     with pytest.raises(UnknownModelError) as info:
         zoo.load("alpha-tiyn")

@@ -129,6 +129,23 @@ def test_a_second_load_of_a_pinned_commit_makes_no_request(hub, tmp_path, tiny_a
     assert hub.requests == []
 
 
+def test_a_registered_card_naming_a_hub_repo_loads_its_pinned_revision(hub, tmp_path, monkeypatch, tiny_arch):
+    from zoo.cards import make_card
+
+    official = seeded(0)
+    pinned = publish(hub, tmp_path, official, repo="org/official", name="official")
+    publish(hub, tmp_path, seeded(1), repo="org/official", name="later")
+    card_folder = tmp_path / "cards" / "official-tiny"
+    card_folder.mkdir(parents=True)
+    card = make_card(
+        name="official-tiny", arch=tiny_arch, modality="text", license="mit", summary="s",
+        hub_repo="org/official", revision=pinned,
+    )  # fmt: skip
+    (card_folder / "README.md").write_text(str(card))
+    monkeypatch.setenv("TOKENZOO_CARDS_DIR", str(tmp_path / "cards"))
+    assert same_weights(zoo.load("official-tiny"), official)
+
+
 # ---- offline ------------------------------------------------------------------------------------
 def test_a_cached_model_reloads_with_hf_hub_offline_in_a_fresh_process(hub, tmp_path, hub_env, tiny_arch):
     model = seeded(0)

@@ -9,7 +9,7 @@ import httpx2
 import pytest
 from huggingface_hub import HfApi, errors, hf_hub_download, snapshot_download
 
-from tests.hubserver import git_blob_sha1, resolve_url
+from tests.hubserver import git_blob_sha1, resolve_url, serve
 
 WEIGHTS = os.urandom(4096)
 
@@ -124,3 +124,10 @@ def test_a_download_dropped_once_resumes_with_a_range_request(hub):
     hub.set_fault("org/repo", "model.safetensors", "drop_once")
     assert open(hf_hub_download("org/repo", "model.safetensors"), "rb").read() == WEIGHTS
     assert len(hub.downloads("model.safetensors")) == 2
+
+
+def test_a_private_server_from_serve_answers_a_client_given_its_endpoint(tmp_path):
+    with serve() as server:
+        server.commit("org/own", {"a.txt": b"own"})
+        path = hf_hub_download("org/own", "a.txt", endpoint=server.url, cache_dir=tmp_path)
+        assert open(path, "rb").read() == b"own"

@@ -112,6 +112,10 @@ def list_models(pattern: str = "*", modality: str | None = None) -> list[str]:
     """Registered model names matching an fnmatch ``pattern`` (like timm), optionally of one modality."""
     names = [n for n in _card_folders() if fnmatch.fnmatch(n, pattern)]
     if modality is not None:
+        from zoo.api import MODALITIES
+
+        if modality not in MODALITIES:
+            raise ConfigError(f"list_models: modality {modality!r} is not one of {', '.join(MODALITIES)}")
         names = [n for n in names if card_data(n).get("modality") == modality]
     return names
 
