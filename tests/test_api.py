@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -418,3 +419,20 @@ def test_every_bundled_model_keeps_the_contract(name):
     model = zoo.load(name)
     assert isinstance(model, ZooModel) and type(model) is cls and not model.training
     assert json.loads((folder / "config.json").read_text())["arch"] == data["arch"]
+
+
+@pytest.mark.parametrize(
+    "x,message",
+    [
+        (torch.ones(2, 3, dtype=torch.int64), "must be floating point, got torch.int64"),
+        (torch.ones(3), "must have 2 or 3 dimensions, got shape (3,)"),
+        (torch.tensor([[1.0, float("nan")]]), "NaN or infinite"),
+        (torch.ones(0, 3), "is empty"),
+        ([[1.0, 2.0]], "must be a torch.Tensor, got list"),
+    ],
+)
+def test_check_float_tensor_names_the_problem(x, message):
+    from zoo.api import check_float_tensor
+
+    with pytest.raises(InputError, match=re.escape(message)):
+        check_float_tensor(x, "images", dims=(2, 3))
