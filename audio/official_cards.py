@@ -21,6 +21,7 @@ RELEASES = {
         sha256="23b5a723ed9143aebfd9ffda14ac4c21231f31c35ef837b6a13bb9e5488abb1e",
         paper="https://arxiv.org/abs/2407.05407",
         layers=6,
+        tokens="VQ id in [0, 4096), 50 per second of 16 kHz speech",
         summary="S3Tokenizer v1 (CosyVoice 1): a Whisper-style encoder cut from SenseVoice-Large with a VQ of 4096 "
         "codes at 50 tokens/s (600 bits/s).",
     ),
@@ -32,6 +33,7 @@ RELEASES = {
         sha256="56285ddd4a83e883ee0cb9f8d69c1089b53a94b1f78ff7e4a0224a27eb4cb486",
         paper="https://arxiv.org/abs/2407.05407",
         layers=6,
+        tokens="VQ id in [0, 4096), 25 per second of 16 kHz speech",
         summary="S3Tokenizer v1 at 25 Hz (CosyVoice-300M-25Hz): v1's encoder with a stride-2 first convolution, "
         "VQ 4096, 25 tokens/s (300 bits/s). Its release file has the same name as v1's.",
     ),
@@ -43,6 +45,7 @@ RELEASES = {
         sha256="d43342aa12163a80bf07bffb94c9de2e120a8df2f9917cd2f642e7f4219c6f71",
         paper="https://arxiv.org/abs/2412.10117",
         layers=6,
+        tokens="FSQ id in [0, 6561), 25 per second of 16 kHz speech",
         summary="S3Tokenizer v2 (CosyVoice 2): rotary positions, FSMN memory blocks and FSQ with 8 dimensions of "
         "3 levels (6561 ids) at 25 tokens/s (317 bits/s).",
     ),
@@ -54,6 +57,7 @@ RELEASES = {
         sha256="23236a74175dbdda47afc66dbadd5bcb41303c467a57c261cb8539ad9db9208d",
         paper="https://arxiv.org/abs/2505.17589",
         layers=12,
+        tokens="FSQ id in [0, 6561), 25 per second of 16 kHz speech",
         summary="S3Tokenizer v3 (Fun-CosyVoice 3): v2's architecture with 12 blocks, FSQ 6561 ids at 25 tokens/s.",
     ),
 }
@@ -86,6 +90,7 @@ def write_cards(root: Path = ROOT / "hub_cards") -> list[Path]:
             modality="audio",
             license="apache-2.0",
             summary=r["summary"],
+            tokens=r["tokens"],
             upstream_repo="xingchensong/S3Tokenizer",
             upstream_revision="PyPI s3tokenizer 0.3.0",
             paper=r["paper"],

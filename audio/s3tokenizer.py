@@ -440,13 +440,16 @@ class S3Tokenizer(ZooModel):
         """Waveforms or audio files -> Tokens with ids (B, S), mask (B, S) and meta.
 
         Args:
-            x: a (B, N) or (N,) float waveform tensor / numpy array, a path, or a list of paths or 1-D arrays.
+            x: a (B, N) or (N,) float waveform tensor / numpy array, a path, a list of paths or 1-D arrays,
+                or the (waveforms, lengths) pair ``preprocess`` returns.
             lengths: (B,) valid samples per row of a padded (B, N) tensor (default: every row is full).
             sample_rate: the rate of array input (default 16 kHz); files carry their own. Other rates are resampled.
             sliding_window: "complete" (default) covers every frame of clips over 30 s; "upstream" reproduces
                 upstream's windowing exactly, including its loss of up to 2 s at the end (upstream issue #53).
             window_batch: 30 s windows per encoder pass for long clips (memory is bounded by this).
         """
+        if isinstance(x, tuple) and len(x) == 2 and all(isinstance(t, Tensor) for t in x) and lengths is None:
+            x, lengths = x  # what preprocess returns: (waveforms (B, N), lengths (B,))
         if isinstance(x, Tensor) and lengths is not None:
             from audio.io import check_waveforms
 

@@ -117,6 +117,30 @@ def batches(items: list[dict], size: int, rng: random.Random):
     return groups
 
 
+def tiny_card(weights: str, metrics: list[dict]):
+    """The s3tokenizer-tiny card from how the weights were made and what was measured."""
+    from zoo.cards import make_card
+
+    cer = next(m["value"] for m in metrics if m["type"] == "cer")
+    return make_card(
+        name="s3tokenizer-tiny",
+        arch="s3tokenizer",
+        modality="audio",
+        license="apache-2.0",
+        summary="A toy S3-style supervised speech tokenizer (S3Tokenizer v2 layout: rotary + FSMN encoder, "
+        "FSQ 3^8 = 6561 ids at 25 tokens/s) trained here on synthetic English speech. It shows the "
+        "recipe working offline; it is not a replacement for the released tokenizers.",
+        tokens="FSQ id in [0, 6561), 25 per second of 16 kHz speech",
+        upstream_repo="xingchensong/S3Tokenizer",
+        weights=weights,
+        metrics=metrics,
+        body="The ids carry the words: a 2-layer convolutional CTC head reading only the quantised codes "
+        f"transcribes held-out sentences at {100 * cer:.1f}% character error rate.\n\n"
+        "`decode` raises NotSupportedError: S3 tokens are turned back into speech by TouchTTS (or CosyVoice's "
+        "flow decoder), not by the tokenizer.\n",
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=ROOT / "hub_cards" / "s3tokenizer-tiny")
@@ -126,6 +150,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=11.0, help="wall-clock budget for the optimisation")
     parser.add_argument("--batch", type=int, default=24)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--z-penalty", type=float, default=0.1, help="weight of mean(z^2) on FSQ's input")
     parser.add_argument(
         "--quantizer-warmup",
         type=float,
@@ -182,7 +207,7 @@ def main() -> None:
                 codes = fsq.bound(model.quantizer._codebook.project_down(hidden)) / fsq._half_width()
             else:
                 codes, _ = model.quantizer._codebook.codes_and_ids(hidden)
-            log_probs = head(codes).log_softmax(-1).transpose(0, 1)  # (S, B, V)
+            log_probs = head(codes).log_softmax(-1).transpose(0, 1)  # (2S, B, V)
             targets = [torch.tensor(text_to_ids(train[i]["text"])) for i in group]
             loss = F.ctc_loss(
                 log_probs,
@@ -192,8 +217,12 @@ def main() -> None:
                 blank=0,
                 zero_infinity=True,
             )
+            # S3's encoder has no final LayerNorm, so nothing stops project_down's output from growing until
+            # tanh saturates and FSQ passes no gradient (seen within 25 steps). A small penalty keeps it in range.
+            z = model.quantizer._codebook.project_down(hidden)
+            loss_total = loss + args.z_penalty * z.pow(2).mean()
             optimiser.zero_grad()
-            loss.backward()
+            loss_total.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimiser.step()
             step += 1
@@ -212,8 +241,6 @@ def main() -> None:
     logger.info("held-out CER %.3f, usage %.3f, perplexity %.1f", cer, usage["usage"], usage["perplexity"])
     for h, r in list(zip(hypotheses, references))[:5]:
         logger.info("  ref %r\n  hyp %r", normalise_text(r), h)
-
-    from zoo.cards import make_card
 
     protocol = f"{len(heldout)} held-out espeak-ng sentences (unseen word sequences; voices {', '.join(VOICES)})"
     metrics = [
@@ -251,23 +278,11 @@ def main() -> None:
         f"({train_seconds / 60:.1f} min of speech; random 3-9 word sentences over a {len(WORDS)}-word list; "
         f"voices {', '.join(VOICES)}; rate 130-190 wpm; pitch 25-75), {step} AdamW steps of batch {args.batch} "
         f"({train_minutes:.1f} min on 2 shared CPU cores), CTC loss on characters from a small head over the FSQ codes "
-        f"(unrounded for the first {100 * args.quantizer_warmup:.0f}% of the time, rounded after). "
+        f"(unrounded for the first {100 * args.quantizer_warmup:.0f}% of the time, rounded after) plus "
+        f"{args.z_penalty} x mean(z^2) on FSQ's input so tanh does not saturate. "
         f"The CTC head is {HEAD_FILE} (not part of the tokenizer)."
     )
-    card = make_card(
-        name="s3tokenizer-tiny",
-        arch="s3tokenizer",
-        modality="audio",
-        license="apache-2.0",
-        summary="A toy S3-style supervised speech tokenizer (S3Tokenizer v2 layout: rotary + FSMN encoder, "
-        "FSQ 3^8 = 6561 ids at 25 tokens/s) trained here on synthetic English speech. It shows the "
-        "recipe working offline; it is not a replacement for the released tokenizers.",
-        upstream_repo="xingchensong/S3Tokenizer",
-        weights=weights,
-        metrics=metrics,
-        body="\nThe ids carry the words: a 2-layer convolutional CTC head reading only the quantised codes "
-        f"transcribes held-out sentences at {100 * cer:.1f}% character error rate.\n",
-    )
+    card = tiny_card(weights, metrics)
     model.save_pretrained(args.out, card=card)
     from safetensors.torch import save_file
 

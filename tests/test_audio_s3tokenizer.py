@@ -71,6 +71,12 @@ def test_padded_tensor_with_lengths_equals_the_list_of_clips():
     assert torch.equal(a.ids, b.ids) and torch.equal(a.mask, b.mask)
 
 
+def test_encode_takes_what_preprocess_returns():
+    model = tiny("v2")
+    clips = [speechlike(1.0, seed=1), speechlike(0.5, seed=2)]
+    assert torch.equal(model.encode(model.preprocess(clips)).ids, model.encode(clips).ids)
+
+
 def test_decode_is_not_offered_and_names_touchtts():
     model = tiny("v2")
     with pytest.raises(NotSupportedError, match="TouchTTS"):
