@@ -76,6 +76,8 @@ def _as_tensor(x: Any, name: str) -> Tensor:
 def pad_batch(clips: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
     """1-D clips -> ((B, N) zero-padded on the right, (B,) int64 sample counts)."""
     lengths = torch.tensor([c.shape[0] for c in clips], dtype=torch.int64)
+    if len(clips) == 1 and clips[0].dtype == torch.float32:
+        return clips[0][None], lengths  # a view: an hour-long clip is not copied
     batch = torch.zeros(len(clips), int(lengths.max()), dtype=torch.float32)
     for i, clip in enumerate(clips):
         batch[i, : clip.shape[0]] = clip

@@ -105,7 +105,10 @@ def memory_run(minutes: float) -> None:
     torch.manual_seed(0)
     model = S3Tokenizer(S3TokenizerConfig(variant="v2", n_audio_state=128, n_audio_head=2, n_audio_layer=2)).eval()
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    wave = torch.cat([speechlike(60.0, seed=i) for i in range(int(minutes))])  # (N,) float32
+    wave = torch.empty(int(minutes * 60 * 16000))  # (N,) float32, filled a minute at a time
+    for i in range(0, wave.numel(), 60 * 16000):
+        piece = speechlike(60.0, seed=i)
+        wave[i : i + piece.numel()] = piece[: wave.numel() - i]
     start = time.perf_counter()
     tokens = model.encode(wave)
     elapsed = time.perf_counter() - start
