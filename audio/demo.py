@@ -42,7 +42,7 @@ def run(out_dir: Path) -> list[dict]:
                 "modality": "audio",
                 "input": record["file"],
                 "tokens": n,
-                "bits_per_unit": round(bitrate, 1),
+                "bits_per_unit": f"{bitrate:.1f} bits/s",
                 "quality": f"CER {100 * cer:.1f}% (CTC head on ids), {n / seconds:.1f} tokens/s",
                 "seconds_per_item": round(elapsed, 4),
             }
