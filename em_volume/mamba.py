@@ -68,7 +68,9 @@ def linear_scan(a: Tensor, x: Tensor, reverse: bool = False, inplace: bool = Fal
     ``inplace`` lets the result overwrite ``x``.
     """
     length = a.shape[0]
-    h = x if inplace else x.clone()
+    # the chunked views below must alias h, so h has to be contiguous (reshape would copy otherwise)
+    h = x if inplace and x.is_contiguous() else x.contiguous().clone()
+    a = a.contiguous()
     if length <= 2 * (chunk or SCAN_CHUNK):
         steps = range(length - 2, -1, -1) if reverse else range(1, length)
         for t in steps:
@@ -101,6 +103,7 @@ def linear_scan(a: Tensor, x: Tensor, reverse: bool = False, inplace: bool = Fal
         if n_chunks > 1:
             carry = linear_scan(decay[:-1, -1], h3[:-1, -1].clone(), inplace=True, chunk=chunk)  # state at chunk ends
             h3[1:].addcmul_(decay[1:], carry.unsqueeze(1))
+    h = h3.reshape(n_chunks * size, *rest)
     if pad:
         h = h[pad:] if reverse else h[:length]
     return h
@@ -109,16 +112,21 @@ def linear_scan(a: Tensor, x: Tensor, reverse: bool = False, inplace: bool = Fal
 # ---- the selective scan ---------------------------------------------------------------------------
 def _discretize(delta: Tensor, delta_bias: Tensor | None, softplus: bool) -> Tensor:
     if delta_bias is not None:
-        delta = delta + delta_bias[..., None].float()
+        delta = delta + delta_bias[..., None].to(delta.dtype)
     return F.softplus(delta) if softplus else delta
+
+
+def _work_dtype(x: Tensor) -> torch.dtype:
+    """Scans run in float32 (as mamba-ssm), or float64 for float64 inputs."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
 def selective_scan_reference(
     u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, return_last_state=False
 ):
     """The definition, one time step at a time (float32). Shapes as in :func:`selective_scan`."""
-    dtype = u.dtype
-    u, delta, A, B, C = u.float(), delta.float(), A.float(), B.float(), C.float()
+    dtype, work = u.dtype, _work_dtype(u)
+    u, delta, A, B, C = u.to(work), delta.to(work), A.to(work), B.to(work), C.to(work)
     delta = _discretize(delta, delta_bias, delta_softplus)  # (B, E, L)
     decay = torch.exp(torch.einsum("bel,en->beln", delta, A))  # (B, E, L, N)
     drive = torch.einsum("bel,bnl,bel->beln", delta, B, u)
@@ -129,9 +137,9 @@ def selective_scan_reference(
         ys.append(torch.einsum("ben,bn->be", state, C[:, :, t]))
     y = torch.stack(ys, dim=2)  # (B, E, L)
     if D is not None:
-        y = y + u * D.float()[:, None]
+        y = y + u * D.to(work)[:, None]
     if z is not None:
-        y = y * F.silu(z.float())
+        y = y * F.silu(z.to(work))
     y = y.to(dtype)
     return (y, state) if return_last_state else y
 
@@ -141,21 +149,22 @@ class _ChunkedSelectiveScan(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, softplus: bool):
-        raw = delta.float() if delta_bias is None else delta.float() + delta_bias.float()[:, None]
+        work = _work_dtype(u)
+        raw = delta.to(work) if delta_bias is None else delta.to(work) + delta_bias.to(work)[:, None]
         dt = (F.softplus(raw) if softplus else raw).permute(2, 0, 1)  # (L, B, E)
-        u_t = u.float().permute(2, 0, 1)
-        B_t, C_t = B.float().permute(2, 0, 1), C.float().permute(2, 0, 1)  # (L, B, N)
-        A = A.float()
+        u_t = u.to(work).permute(2, 0, 1)
+        B_t, C_t = B.to(work).permute(2, 0, 1), C.to(work).permute(2, 0, 1)  # (L, B, N)
+        A = A.to(work)
         decay = torch.exp(dt.unsqueeze(-1) * A)  # (L, B, E, N), in (0, 1] for A < 0
         drive = (dt * u_t).unsqueeze(-1) * B_t.unsqueeze(2)
         h = linear_scan(decay, drive, inplace=True)  # drive is overwritten by the states
         del decay
         y = (h * C_t.unsqueeze(2)).sum(-1)  # (L, B, E)
         if D is not None:
-            y = y + u_t * D.float()
+            y = y + u_t * D.to(work)
         out = y
         if z is not None:
-            out = y * F.silu(z.float().permute(2, 0, 1))
+            out = y * F.silu(z.to(work).permute(2, 0, 1))
         ctx.softplus = softplus
         ctx.has = (D is not None, z is not None, delta_bias is not None)
         ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, h, y)
@@ -165,27 +174,28 @@ class _ChunkedSelectiveScan(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out, grad_last):
         u, delta, A, B, C, D, z, delta_bias, h, y = ctx.saved_tensors
+        work = _work_dtype(u)
         has_d, has_z, has_bias = ctx.has
-        raw = delta.float() if delta_bias is None else delta.float() + delta_bias.float()[:, None]
+        raw = delta.to(work) if delta_bias is None else delta.to(work) + delta_bias.to(work)[:, None]
         raw = raw.permute(2, 0, 1)  # (L, B, E)
         dt = F.softplus(raw) if ctx.softplus else raw
-        u_t = u.float().permute(2, 0, 1)
-        B_t, C_t = B.float().permute(2, 0, 1), C.float().permute(2, 0, 1)
-        g_out = grad_out.float().permute(2, 0, 1)
+        u_t = u.to(work).permute(2, 0, 1)
+        B_t, C_t = B.to(work).permute(2, 0, 1), C.to(work).permute(2, 0, 1)
+        g_out = grad_out.to(work).permute(2, 0, 1)
         grad_z = None
         if has_z:
-            z_t = z.float().permute(2, 0, 1)
+            z_t = z.to(work).permute(2, 0, 1)
             gate = torch.sigmoid(z_t)
             g_y = g_out * z_t * gate
             grad_z = (g_out * y * gate * (1 + z_t * (1 - gate))).permute(1, 2, 0).to(z.dtype)
         else:
             g_y = g_out
         grad_D = (g_y * u_t).sum((0, 1)).to(D.dtype) if has_d else None
-        g_u = g_y * D.float() if has_d else torch.zeros_like(u_t)
+        g_u = g_y * D.to(work) if has_d else torch.zeros_like(u_t)
         grad_C = (h * g_y.unsqueeze(-1)).sum(2)  # (L, B, N)
         g_h = g_y.unsqueeze(-1) * C_t.unsqueeze(2)  # (L, B, E, N)
         if grad_last is not None:
-            g_h[-1] += grad_last.float()
+            g_h[-1] += grad_last.to(work)
         # decay_next[t] = exp(dt_{t+1} A) couples g_t to g_{t+1}; decay_next[t-1] is step t's own decay.
         decay_next = torch.empty_like(h)
         torch.exp(dt[1:].unsqueeze(-1) * A, out=decay_next[:-1])
@@ -231,7 +241,7 @@ def selective_scan(
     return_last_state: bool = False,
     backend: str = "auto",
 ):
-    """Mamba-1's selective scan, ``y = (scan(u) + D u) * silu(z)``, computed in float32.
+    """Mamba-1's selective scan, ``y = (scan(u) + D u) * silu(z)``, computed in float32 (float64 inputs: float64).
 
     Args:
         u, delta, z: (B, E, L). A: (E, N) real (negative for a stable scan). B, C: (B, N, L).
@@ -352,14 +362,24 @@ class Mamba(nn.Module):
         x_dbl = x_proj(x.transpose(1, 2))  # (B, L, R + 2N)
         dt_low, b_in, c_in = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta_raw = torch.matmul(dt_proj.weight, dt_low.transpose(1, 2))  # (B, E, L); bias goes inside the scan
-        A = -torch.exp(a_log.float())
+        work = _work_dtype(x)
+        A = -torch.exp(a_log.to(work))
         b_in, c_in = b_in.transpose(1, 2).contiguous(), c_in.transpose(1, 2).contiguous()  # (B, N, L)
         y = selective_scan(
-            x, delta_raw, A, b_in, c_in, d_skip.float(), z, dt_proj.bias.float(), True, backend=self.scan_backend
+            x, delta_raw, A, b_in, c_in, d_skip.to(work), z, dt_proj.bias.to(work), True, backend=self.scan_backend
         )
         if trace is not None:
             ungated = selective_scan(
-                x, delta_raw, A, b_in, c_in, d_skip.float(), None, dt_proj.bias.float(), True, backend=self.scan_backend
+                x,
+                delta_raw,
+                A,
+                b_in,
+                c_in,
+                d_skip.to(work),
+                None,
+                dt_proj.bias.to(work),
+                True,
+                backend=self.scan_backend,
             )
             trace.update(
                 {

@@ -401,7 +401,7 @@ class TokenUnify(ZooModel):
             mode="gaussian",
         )
 
-    def segment(self, x: Any, threshold: float | None = None, return_affinities: bool = False):
+    def segment(self, x: Any, threshold: float | None = None, return_affinities: bool = False, batch_size: int = 4):
         """A volume (path, array or tensor; one sample) -> neuron labels (D, H, W) int64, 0 = boundary.
 
         Affinities from :meth:`predict`, then 2-D watershed fragments per slice and agglomeration
@@ -413,7 +413,7 @@ class TokenUnify(ZooModel):
             raise NotSupportedError(
                 f"segment needs an affinity model (out_chans=3), this one has {self.config.out_chans}"
             )
-        affs = self.predict(x)
+        affs = self.predict(x, batch_size=batch_size)
         if affs.shape[0] != 1:
             raise InputError(f"segment takes one volume at a time, got a batch of {affs.shape[0]}")
         aff_np = affs[0].float().cpu().numpy()
