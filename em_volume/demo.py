@@ -49,7 +49,7 @@ def run(out_dir: Path) -> list[dict]:
     scores = segmentation_scores(gt, seg)
     z = raw.shape[0] // 2
     panels = [
-        ("raw (z=%d)" % z, raw[z], "gray"),
+        (f"raw (z={z})", raw[z], "gray"),
         ("affinities (z, y, x as RGB)", np.moveaxis(affs[:, z].numpy(), 0, -1), None),
         ("segmentation", _colors(seg[z].astype(np.int64) % 4096), None),
         ("ground truth", _colors(gt[z] % 4096), None),
