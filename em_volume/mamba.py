@@ -17,7 +17,7 @@ function, :func:`selective_scan`, with three backends:
   all chunks, then a recursive scan over the chunk carries) with its own backward pass, which is the
   same scan run in reverse. Products of decays lie in (0, 1], so nothing can overflow; no log-space
   cumulative sums are used.
-- ``"cuda"``: mamba-ssm's fused kernel, used when the package is installed and the tensors live on a
+- ``"mamba_ssm"``: mamba-ssm's fused CUDA kernel, used when the package is installed and the tensors live on a
   CUDA device.
 """
 
@@ -36,7 +36,7 @@ try:  # the fused CUDA kernels; mamba-ssm only builds on CUDA machines
 except Exception:  # ImportError, or mamba-ssm failing on its missing compiled extension
     _cuda_selective_scan = None
 
-BACKENDS = ("auto", "reference", "chunked", "cuda")
+BACKENDS = ("auto", "reference", "chunked", "mamba_ssm")
 
 
 def cuda_scan_available() -> bool:
@@ -246,20 +246,22 @@ def selective_scan(
     Args:
         u, delta, z: (B, E, L). A: (E, N) real (negative for a stable scan). B, C: (B, N, L).
         D, delta_bias: (E,). ``delta_softplus`` applies softplus to ``delta + delta_bias``.
-        backend: "auto" (cuda kernel on CUDA when mamba-ssm is installed, else "chunked"),
-            "reference", "chunked" or "cuda".
+        backend: "auto" (mamba-ssm's kernel for GPU tensors when it is installed, else "chunked"),
+            "reference", "chunked" or "mamba_ssm".
     Returns:
         y (B, E, L) in u's dtype, and the last state (B, E, N) when ``return_last_state``.
     """
     if backend not in BACKENDS:
         raise ConfigError(f"selective_scan backend={backend!r}; choose one of {', '.join(BACKENDS)}")
     if backend == "auto":
-        backend = "cuda" if (u.is_cuda and _cuda_selective_scan is not None) else "chunked"
+        backend = "mamba_ssm" if (u.is_cuda and _cuda_selective_scan is not None) else "chunked"
     if backend == "reference":
         return selective_scan_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
-    if backend == "cuda":
+    if backend == "mamba_ssm":
         if _cuda_selective_scan is None or not u.is_cuda:
-            raise ConfigError("backend='cuda' needs mamba-ssm installed (pip install tokenzoo[gpu]) and CUDA tensors")
+            raise ConfigError(
+                "backend='mamba_ssm' needs mamba-ssm installed (pip install tokenzoo[gpu]) and GPU tensors"
+            )
         return _cuda_selective_scan(
             u, delta, A, B.contiguous(), C.contiguous(), D, z, delta_bias, delta_softplus, return_last_state
         )

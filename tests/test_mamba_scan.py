@@ -108,11 +108,12 @@ def test_selective_scan_rejects_an_unknown_backend():
 
 
 @pytest.mark.skipif(not cuda_scan_available(), reason="needs CUDA and mamba-ssm (pip install tokenzoo[gpu])")
-def test_cuda_kernel_matches_reference_forward_and_gradients():
-    inputs = scan_inputs(2, 8, 4, 512, seed=5, device="cuda")
-    weight = torch.randn(2, 8, 512, device="cuda")
+def test_mamba_ssm_kernel_matches_reference_forward_and_gradients():
+    device = torch.device("cuda")
+    inputs = scan_inputs(2, 8, 4, 512, seed=5, device=device)
+    weight = torch.randn(2, 8, 512, device=device)
     y_ref, last_ref, grads_ref = run(inputs, "reference", weight)
-    y, last, grads = run(inputs, "cuda", weight)
+    y, last, grads = run(inputs, "mamba_ssm", weight)
     assert_close(y, y_ref)
     assert_close(last, last_ref)
     for name in inputs:
