@@ -197,7 +197,8 @@ prediction only (MAE-like). **scratch**: no pre-training. Scores on 2 held-out v
 Means: {", ".join(f"{a} VOI {s['voi']:.3f} / ARAND {s['arand']:.3f}" for a, s in summary.items())}.
 These are tiny runs on a shared 2-core CPU ({proto["seconds"]} s in all); they show the pipeline end to end,
 not the paper's effect size: the spread between
-two seeds of one arm is as large as the gap between arms, so these runs cannot separate them. This checkpoint is the mixture arm, seed {proto["seeds"][0]}.
+two seeds of one arm is as large as the gap between arms, so these runs cannot separate them.
+This checkpoint is the mixture arm, seed {proto["seeds"][0]}.
 
 Reproduce: `flock /tmp/tokenzoo-cpu.lock python -m em_volume.train_tiny --out hub_cards/tokenunify-tiny`
 (data from `em_volume.synth`, seeds in the script).
