@@ -214,6 +214,7 @@ Reproduce: `flock /tmp/tokenzoo-cpu.lock python -m em_volume.train_tiny --out hu
         upstream_revision="221674f4c9b87efc730370dcf0443cf0f334c928",
         paper="https://arxiv.org/abs/2405.16847",
         weights="trained here on synthetic volumes by em_volume/train_tiny.py (accelerate, CPU)",
+        tokens=f"continuous, one {model.config.feat_size[-1]}-d embedding per 16x16x16 voxels (deepest Mamba stage)",
         metrics=metrics,
         body=body,
     )
