@@ -42,7 +42,7 @@ class PoseLifter(ZooModel):
         """Fewest frames a clip may have: pruning needs more frames than it keeps."""
         return self.kept_frames + 1 if self.kept_frames else 1
 
-    def check_keypoints(self, kp2d: Any, name: str = "kp2d") -> Tensor:
+    def check_keypoints(self, kp2d: Any, name: str = "kp2d", check_frames: bool = True) -> Tensor:
         """Raise InputError unless ``kp2d`` is a finite float (B, F, J, K) clip this model accepts."""
         x = check_float_tensor(kp2d, name, dims=4)
         _, frames, joints, channels = x.shape
@@ -56,6 +56,8 @@ class PoseLifter(ZooModel):
             raise InputError(
                 f"{name} has {channels} channels per joint; {self.arch} takes {self.config.in_channels} ({what})"
             )
+        if not check_frames:
+            return x
         if frames < self.min_frames():
             raise InputError(
                 f"{name} has {frames} frames; {self.arch} needs at least {self.min_frames()} "
@@ -154,11 +156,7 @@ class PoseLifter(ZooModel):
         its own frames, as upstream's HoT test does). Seq2frame models (TPC-MixSTE) are lifted frame by
         frame with the target frame at the window centre, so they also return (B, F, J, 3).
         """
-        x = check_float_tensor(kp2d, "kp2d", dims=4)
-        if x.shape[1] > self.max_frames:
-            self.check_keypoints(x[:, : self.max_frames])
-        else:
-            self.check_keypoints(x)
+        x = self.check_keypoints(kp2d, check_frames=False)
         if self.outputs_kept_frames_only:
             return self._lift_centre_frames(x, flip, generator)
         total, count = (
