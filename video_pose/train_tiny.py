@@ -30,10 +30,15 @@ log = logging.getLogger("video_pose.train_tiny")
 
 FRAMES = 27
 TINY = dict(num_frames=FRAMES, dim=32, mlp_hidden_dim=64, depth=4, num_heads=4)
-MODELS = {
-    "mixste-tiny": (MixSTE, MixSTEConfig(**TINY)),
-    "hot-mixste-tiny": (HoTMixSTE, HoTMixSTEConfig(**TINY, kept_frames=9, prune_before_block=1)),
-}
+
+
+def tiny_models(kept_frames: int) -> dict:
+    return {
+        "mixste-tiny": (MixSTE, MixSTEConfig(**TINY)),
+        "hot-mixste-tiny": (HoTMixSTE, HoTMixSTEConfig(**TINY, kept_frames=kept_frames, prune_before_block=1)),
+    }
+
+
 EVAL_NOISE_SEED = 0  # the generator that draws HoT's tie-break noise at evaluation
 
 
@@ -88,7 +93,7 @@ def train_one(cls, config, data: dict, args) -> tuple[torch.nn.Module, dict]:
     return model, {"train_seconds": round(time.perf_counter() - start, 1), "final_loss": round(losses[-1], 5)}
 
 
-def card_body(name: str, results: dict, args) -> str:
+def card_body(name: str, results: dict, args: dict, note: str = "") -> str:
     rows = "\n".join(
         f"| {n} | {r['params']:,} | {r['gflops_total']:.4f} | {r['gflops_linear']:.4f} | {r['mpjpe_mm']} | "
         f"{r['p_mpjpe_mm']} | {r['mpjve_mm']} |"
@@ -98,14 +103,15 @@ def card_body(name: str, results: dict, args) -> str:
     return f"""
 ## How it was trained
 
-`flock /tmp/tokenzoo-cpu.lock python -m video_pose.train_tiny --steps {args.steps} --batch {args.batch} \
---lr {args.lr} --seed {args.seed} --train-clips {args.train_clips}` (script: `video_pose/train_tiny.py`).
+`flock /tmp/tokenzoo-cpu.lock python -m video_pose.train_tiny --steps {args["steps"]} --batch {args["batch"]} \
+--lr {args["lr"]} --seed {args["seed"]} --train-clips {args["train_clips"]} --kept-frames {args.get("kept_frames", 9)} \
+--models {name}` (script: `video_pose/train_tiny.py`, {args["threads"]} thread).
 Data: `video_pose.synth` forward-kinematics motion (walk, run, turn, arm swings, sitting) on the H3.6M-17
-skeleton, {args.train_clips} training clips of {FRAMES} frames at 50 fps, projected by pinhole cameras with
+skeleton, {args["train_clips"]} training clips of {FRAMES} frames at 50 fps, projected by pinhole cameras with
 pixel noise and jitter, flip augmentation. Loss: MPJPE + 2 x velocity error (HoT's recipe without the joint
 weights). AdamW, cosine schedule, accelerate on CPU. Both models saw the same batches.
 
-Held-out test: {args.test_clips} clips of {FRAMES} frames from new subjects seen from camera azimuths in
+Held-out test: {args["test_clips"]} clips of {FRAMES} frames from new subjects seen from camera azimuths in
 {list(HELD_OUT_AZIMUTHS)} degrees, never used in training. HoT's tie-break noise drawn from
 `torch.Generator().manual_seed({EVAL_NOISE_SEED})`. Errors in millimetres, root-relative camera frame.
 
@@ -113,10 +119,11 @@ Held-out test: {args.test_clips} clips of {FRAMES} frames from new subjects seen
 |---|---|---|---|---|---|---|
 {rows}
 
-HoT-MixSTE-tiny keeps 9 of 27 frames from block 1 on: FLOPs ratio {hot["gflops_total"] / base["gflops_total"]:.3f}
+HoT-MixSTE-tiny keeps {hot["kept_frames"]} of 27 frames from block 1 on: \
+FLOPs ratio {hot["gflops_total"] / base["gflops_total"]:.3f}
 (all matmuls), MPJPE ratio {hot["mpjpe_mm"] / base["mpjpe_mm"]:.3f} vs the MixSTE-tiny baseline.
 These are synthetic-data figures, not Human3.6M results.
-"""
+{note}"""
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -129,6 +136,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--train-clips", type=int, default=4000)
     parser.add_argument("--test-clips", type=int, default=256)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--kept-frames", type=int, default=13, help="frames HoT keeps of 27")
+    parser.add_argument("--note", default="", help="a paragraph appended to the cards")
+    parser.add_argument(
+        "--models", nargs="+", default=["mixste-tiny", "hot-mixste-tiny"], help="train these; reload the others"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     # One thread: on the shared 2-core machine two OpenMP threads spin against other jobs and a step of
@@ -141,12 +153,21 @@ def main(argv: list[str] | None = None) -> dict:
     test_kp2d, test_pose3d = torch.from_numpy(test.kp2d), torch.from_numpy(test.pose3d)
 
     results, models = {}, {}
-    for name, (cls, config) in MODELS.items():
-        model, record = train_one(cls, config, data, args)
+    for name, (cls, config) in tiny_models(args.kept_frames).items():
+        if name not in args.models:  # trained before: reload it and its training record
+            import zoo
+
+            model = zoo.load(args.out_dir / name)
+            old = json.loads((args.out_dir / name / "training.json").read_text())
+            record = {k: old["results"][name][k] for k in ("train_seconds", "final_loss")}
+            results[name] = {**record, **evaluate(model, test_kp2d, test_pose3d)}
+            results[name].update(trained_by=old["args"])
+        else:
+            model, record = train_one(cls, config, data, args)
+            results[name] = {**record, **evaluate(model, test_kp2d, test_pose3d)}
         flops = count_flops(model, (1, FRAMES, 17, 2))
         results[name] = {
-            **record,
-            **evaluate(model, test_kp2d, test_pose3d),
+            **results[name],
             "params": flops["params"],
             "gflops_total": flops["flops_total"] / 1e9,
             "gflops_linear": flops["flops_linear"] / 1e9,
@@ -155,6 +176,9 @@ def main(argv: list[str] | None = None) -> dict:
         log.info("%s: %s", name, results[name])
 
     from zoo.cards import make_card
+
+    current_args = {k: str(v) for k, v in vars(args).items()}
+    results["hot-mixste-tiny"]["kept_frames"] = models["hot-mixste-tiny"].config.kept_frames
 
     for name, model in models.items():
         r = results[name]
@@ -183,10 +207,11 @@ def main(argv: list[str] | None = None) -> dict:
                 }
                 for k in ("mpjpe_mm", "p_mpjpe_mm", "mpjve_mm")
             ],
-            body=card_body(name, results, args),
+            body=card_body(name, results, results[name].get("trained_by") or current_args, args.note),
         )
         model.save_pretrained(args.out_dir / name, card=card)
-        record = {"args": {k: str(v) for k, v in vars(args).items()}, "results": results}
+        trained_by = results[name].get("trained_by") or current_args
+        record = {"args": trained_by, "results": results}
         (args.out_dir / name / "training.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     print(json.dumps(results))
     return results
