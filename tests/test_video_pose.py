@@ -363,13 +363,30 @@ def test_bundled_tiny_hot_stays_within_ten_percent_of_mixste_at_a_third_fewer_fl
     if not (CARDS / "hot-mixste-tiny" / "model.safetensors").is_file():
         pytest.skip("tiny checkpoints not trained yet")
     from video_pose.flops import count_flops
+    from video_pose.train_tiny import evaluate
 
-    test = make_split("test", 48, 27, seed=5)
+    test = make_split("test", 256, 27, seed=0)  # the held-out set the cards report
     x, y = torch.from_numpy(test.kp2d), torch.from_numpy(test.pose3d)
     base, hot = zoo.load("mixste-tiny"), zoo.load("hot-mixste-tiny")
-    err_base = mpjpe(base.lift(x), y).item()
-    err_hot = mpjpe(hot.lift(x, generator=gen(0)), y).item()
+    err_base, err_hot = evaluate(base, x, y)["mpjpe_mm"], evaluate(hot, x, y)["mpjpe_mm"]
+    recorded = json.loads((CARDS / "hot-mixste-tiny" / "training.json").read_text())["results"]
+    assert abs(err_base - recorded["mixste-tiny"]["mpjpe_mm"]) < 0.5
+    assert abs(err_hot - recorded["hot-mixste-tiny"]["mpjpe_mm"]) < 0.5
     assert err_hot <= 1.10 * err_base
     ratio = count_flops(hot, (1, 27, 17, 2))["flops_total"] / count_flops(base, (1, 27, 17, 2))["flops_total"]
     assert ratio <= 2 / 3
-    assert err_base < 0.25  # metres: far better than predicting a mean pose
+    assert err_base < 130  # mm; predicting the mean training pose scores 149 mm on this set
+
+
+def test_preprocess_turns_a_numpy_clip_into_a_float_batch():
+    model = small("mixste")
+    batch = model.preprocess(np.zeros((12, 17, 2), dtype=np.float32))
+    assert batch.shape == (1, 12, 17, 2) and batch.dtype == torch.float32
+
+
+def test_slicing_tokens_keeps_each_samples_kept_frames():
+    model = small("hot-mixste")
+    tokens = model.encode(clip(model, batch=3), generator=gen())
+    one = tokens[1]
+    assert torch.equal(one.meta["kept_frame_indices"], tokens.meta["kept_frame_indices"][1:2])
+    torch.testing.assert_close(model.decode(one), model.decode(tokens)[1:2])
