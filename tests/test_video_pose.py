@@ -390,3 +390,15 @@ def test_slicing_tokens_keeps_each_samples_kept_frames():
     one = tokens[1]
     assert torch.equal(one.meta["kept_frame_indices"], tokens.meta["kept_frame_indices"][1:2])
     torch.testing.assert_close(model.decode(one), model.decode(tokens)[1:2])
+
+
+def test_demo_lifts_the_held_out_clip_with_both_tiny_models_and_draws_it(tmp_path):
+    if not (CARDS / "hot-mixste-tiny" / "model.safetensors").is_file():
+        pytest.skip("tiny checkpoints not trained yet")
+    from video_pose.demo import run
+
+    rows = run(tmp_path)
+    assert [r["model"] for r in rows] == ["mixste-tiny", "hot-mixste-tiny"]
+    keys = {"model", "modality", "input", "tokens", "bits_per_unit", "quality", "seconds_per_item"}
+    assert all(set(r) == keys and r["quality"].startswith("MPJPE") for r in rows)
+    assert (tmp_path / "hot_pose_lift.png").stat().st_size > 10_000
