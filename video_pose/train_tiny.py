@@ -136,10 +136,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--train-clips", type=int, default=4000)
     parser.add_argument("--test-clips", type=int, default=256)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--kept-frames", type=int, default=13, help="frames HoT keeps of 27")
+    parser.add_argument("--kept-frames", type=int, default=9, help="frames HoT keeps of 27")
     parser.add_argument("--note", default="", help="a paragraph appended to the cards")
     parser.add_argument(
-        "--models", nargs="+", default=["mixste-tiny", "hot-mixste-tiny"], help="train these; reload the others"
+        "--models", nargs="*", default=["mixste-tiny", "hot-mixste-tiny"], help="train these; reload the others"
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
