@@ -1,0 +1,88 @@
+"""zoo.compare: one table of tokens, bits, codebook usage, quality and time, as Markdown and JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import zoo.compare
+from tests.test_batch import WaveTokens
+from tests.test_finetune import TinyImageVQ, TinyImageVQConfig, make_images
+from zoo.errors import ConfigError
+
+
+class ScoredImageVQ(TinyImageVQ):
+    """The tiny image VQ with the compare hooks an image family provides: pixels and PSNR."""
+
+    arch = "test-scored-image-vq"
+
+    def input_units(self, item: torch.Tensor) -> tuple[float, str]:
+        return float(item.shape[-2] * item.shape[-1]), "pixel"
+
+    def reconstruct(self, batch: torch.Tensor, tokens) -> list[torch.Tensor]:
+        return list(self.decode(tokens)[:, 0])
+
+    def reconstruction_quality(self, items, reconstructions) -> dict:
+        mse = float(torch.stack([(a - b).pow(2).mean() for a, b in zip(items, reconstructions)]).mean())
+        return {"name": "PSNR dB", "value": 10 * math.log10(4 / mse), "protocol": "peak-to-peak 2 (range [-1, 1])"}
+
+
+def test_text_models_report_bytes_bits_usage_and_exact_round_trips(tmp_path):
+    texts = ["abc", "héllo"]
+    for i, text in enumerate(texts):
+        (tmp_path / f"t{i}.txt").write_text(text, encoding="utf-8")
+    table = zoo.compare.compare(["byte-utf8"], [str(tmp_path / "*.txt")])
+    (row,) = table["rows"]
+    assert table["modality"] == "text" and table["items"] == 2
+    assert row["tokens_per_item"] == pytest.approx((3 + 6) / 2)
+    assert row["unit"] == "byte" and row["bits_per_unit"] == pytest.approx(math.log2(257))
+    assert row["codebook_usage"] == pytest.approx(len(set(b"abchllo") | set("é".encode())) / 257)
+    assert row["quality"]["value"] == 1.0 and "decode(encode(text)) == text" in row["quality"]["protocol"]
+    assert row["encode_ms_per_item"] > 0 and row["decode_ms_per_item"] > 0
+
+
+def test_image_models_side_by_side_give_one_row_each_with_bits_per_pixel_and_psnr(tmp_path):
+    paths = make_images(tmp_path / "images", 5)
+    torch.manual_seed(0)
+    first = ScoredImageVQ(TinyImageVQConfig()).eval()
+    torch.manual_seed(1)
+    second = ScoredImageVQ(TinyImageVQConfig(codebook_size=8)).eval()
+    table = zoo.compare.compare([first, second], paths, batch_size=2)
+    assert [r["items"] for r in table["rows"]] == [5, 5]
+    assert [r["bits_per_unit"] for r in table["rows"]] == pytest.approx([16 * 5 / 64, 16 * 3 / 64])
+    assert all(r["unit"] == "pixel" and r["quality"]["name"] == "PSNR dB" for r in table["rows"])
+    assert all(0 < r["codebook_usage"] <= 1 and 1 <= r["codebook_perplexity"] for r in table["rows"])
+
+
+def test_an_encoder_only_model_gets_no_decode_time_or_quality(tmp_path):
+    for i, n in enumerate([40, 80]):
+        np.save(tmp_path / f"c{i}.npy", np.zeros(n, np.float32))
+    (row,) = zoo.compare.compare([WaveTokens()], [str(tmp_path / "*.npy")])["rows"]
+    assert row["tokens_per_item"] == pytest.approx(15) and row["codebook_size"] == 9
+    assert row["quality"] is None and row["decode_ms_per_item"] is None and row["bits_per_unit"] is None
+
+
+def test_models_of_different_modalities_are_refused():
+    with pytest.raises(ConfigError, match="one modality"):
+        zoo.compare.compare(["byte-utf8", TinyImageVQ()])
+
+
+def test_markdown_has_a_row_per_model_and_spells_out_each_quality_protocol():
+    table = zoo.compare.compare(["byte-utf8", "byte-utf8"])
+    markdown = zoo.compare.to_markdown(table)
+    assert markdown.count("| byte-utf8 |") == 2
+    assert "exact round trips 1 [1]" in markdown and "[1] decode(encode(text)) == text" in markdown
+
+
+def test_the_cli_hook_prints_markdown_and_writes_json(tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    zoo.compare.add_cli(parser.add_subparsers())
+    args = parser.parse_args(["compare", "byte-utf8", "--json", str(tmp_path / "t.json")])
+    assert args.func(args) == 0
+    assert "| byte-utf8 |" in capsys.readouterr().out
+    assert json.loads((tmp_path / "t.json").read_text())["rows"][0]["model"] == "byte-utf8"
