@@ -1,0 +1,108 @@
+"""The Gradio app: tabs per registered modality, every tab driven through gradio_client, one real browser."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
+
+from pathlib import Path  # noqa: E402
+
+import gradio as gr  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from gradio_client import Client, handle_file  # noqa: E402
+
+from demos.app import HOST, build_app, launch, registered_models  # noqa: E402
+from tests.test_finetune import TinyImageVQ, make_images  # noqa: E402
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.fixture(scope="module")
+def image_model(tmp_path_factory) -> str:
+    torch.manual_seed(0)
+    return str(TinyImageVQ().save_pretrained(tmp_path_factory.mktemp("models") / "tiny-image-vq"))
+
+
+@pytest.fixture(scope="module")
+def served(image_model):
+    """The app with the text tab and a generic image tab, served on 127.0.0.1 in this process."""
+    app = launch({"text": ["byte-utf8"], "image": [image_model]}, port=None, block=False)
+    yield app
+    app.close()
+
+
+@pytest.fixture(scope="module")
+def client(served) -> Client:
+    return Client(served.local_url, verbose=False)
+
+
+def tab_ids(app: gr.Blocks) -> set[str]:
+    return {block.id for block in app.blocks.values() if isinstance(block, gr.Tab)}
+
+
+def test_the_app_has_a_tab_for_each_modality_with_registered_models_and_no_other():
+    assert tab_ids(build_app()) == set(registered_models())
+    assert tab_ids(build_app({"text": ["byte-utf8"], "pose": []})) == {"text"}
+
+
+def test_every_event_has_an_api_name_prefixed_by_its_modality(served):
+    names = [fn.api_name for fn in served.fns.values()]
+    assert sorted(names) == ["image_encode", "text_tokenize"]
+
+
+def test_the_app_listens_on_localhost_only(served):
+    assert served.local_url.startswith(f"http://{HOST}:") and served.server_name == HOST
+
+
+def test_the_text_tab_colours_each_token_and_reports_fertility(client):
+    text = "héllo wörld"
+    pieces, stats, ids = client.predict("byte-utf8", text, api_name="/text_tokenize")
+    assert "".join(p["token"] for p in pieces) == text
+    assert [p["class_or_confidence"] for p in pieces][:3] == ["104", "195 169", "108"]  # é is two bytes
+    assert ids == " ".join(str(b) for b in text.encode("utf-8"))
+    assert "13 tokens" in stats and "fertility (tokens per word): **6.50**" in stats
+
+
+def test_the_text_tab_shows_empty_text_as_zero_tokens_without_fertility(client):
+    pieces, stats, ids = client.predict("byte-utf8", "", api_name="/text_tokenize")
+    assert pieces == [] and ids == ""
+    assert "0 tokens" in stats and "fertility" not in stats
+
+
+def test_the_generic_image_tab_shows_the_uploaded_files_ids(client, image_model, tmp_path):
+    (path,) = make_images(tmp_path, 1)
+    grid, summary = client.predict(image_model, handle_file(path), api_name="/image_encode")
+    ids = [v for row in grid["data"] for v in row if v is not None]
+    assert len(ids) == 16 and all(0 <= int(v) < 32 for v in ids)
+    assert "16 tokens" in summary and "codebook of 32" in summary
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_a_real_browser_types_text_clicks_tokenize_and_sees_the_tokens(served, tmp_path):
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium); the browser test needs it")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(served.local_url, wait_until="networkidle")
+            page.locator("#text-input textarea").fill("Tokens, please")
+            page.locator("#text-tokenize").click()
+            ids = page.locator("#text-ids textarea")
+            page.wait_for_function(
+                "() => document.querySelector('#text-ids textarea')?.value.length > 0", timeout=30000
+            )
+            assert ids.input_value() == " ".join(str(b) for b in b"Tokens, please")
+            assert "14 tokens" in page.locator("#text-stats").inner_text()
+            shown = page.locator("#text-tokens").inner_text().split("\n")[1:]  # after the label: a line per token
+            assert shown == list("Tokens, please")
+            page.screenshot(path=str(tmp_path / "text-tab.png"), full_page=True)
+        finally:
+            browser.close()
+    assert (tmp_path / "text-tab.png").stat().st_size > 10_000
