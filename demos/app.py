@@ -18,7 +18,6 @@ from collections.abc import Callable, Sequence
 
 import gradio as gr
 
-import zoo
 from zoo.api import MODALITIES
 
 logger = logging.getLogger(__name__)
@@ -28,8 +27,10 @@ HOST = "127.0.0.1"
 
 
 def registered_models() -> dict[str, list[str]]:
-    """Registered model names per modality, for the modalities that have any (weights present or not)."""
-    found = {m: zoo.list_models(modality=m) for m in MODALITIES}
+    """Registered models whose files are bundled (loadable offline), per modality that has any."""
+    from zoo.batch import bundled_models
+
+    found = {m: bundled_models(m) for m in MODALITIES}
     return {m: names for m, names in found.items() if names}
 
 

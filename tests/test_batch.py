@@ -137,6 +137,33 @@ def test_batches_group_similar_sizes_within_the_limits():
 
 
 # ---- running -----------------------------------------------------------------------------------
+def sample_files(model, folder: Path) -> list[str]:
+    """The model's sample inputs as files: paths as they are, strings written to .txt files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files = []
+    for i, item in enumerate(zoo.batch.sample_inputs(model)):
+        if isinstance(item, (str, os.PathLike)) and Path(item).is_file():
+            files.append(os.fspath(item))
+        elif isinstance(item, str):
+            (folder / f"sample{i}.txt").write_text(item, encoding="utf-8")
+            files.append(str(folder / f"sample{i}.txt"))
+        else:
+            pytest.skip(f"{model.arch}: sample_inputs gives {type(item).__name__} items, not files or text")
+    return files
+
+
+@pytest.mark.parametrize("name", zoo.batch.bundled_models())
+def test_every_bundled_model_batches_its_samples_into_rows_equal_to_its_encode(name, tmp_path):
+    model = zoo.load(name)
+    files = sample_files(model, tmp_path / "in")
+    zoo.batch.run(name, files, tmp_path / "out", batch_size=2, progress=False)
+    rows = table_rows(tmp_path / "out")
+    for path, row in zip(files, rows):
+        tokens = model.encode(zoo.batch.collate(model, [zoo.batch.load_item(model, path)]))
+        assert row["source"] == path and row["ids"] == tokens.ids[0][tokens.mask[0]].tolist()
+    assert len(rows) == len(files)
+
+
 def test_every_input_becomes_one_row_with_its_ids_model_and_revision(tmp_path):
     texts = ["hello", "wörld", "", "tokens for everyone"]
     paths = write_texts(tmp_path / "docs", texts)

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+import zoo.batch
 import zoo.compare
+import zoo.registry
 from tests.test_batch import WaveTokens
 from tests.test_finetune import TinyImageVQ, TinyImageVQConfig, make_images
 from zoo.errors import ConfigError
@@ -44,6 +46,25 @@ def test_text_models_report_bytes_bits_usage_and_exact_round_trips(tmp_path):
     assert row["codebook_usage"] == pytest.approx(len(set(b"abchllo") | set("é".encode())) / 257)
     assert row["quality"]["value"] == 1.0 and "decode(encode(text)) == text" in row["quality"]["protocol"]
     assert row["encode_ms_per_item"] > 0 and row["decode_ms_per_item"] > 0
+
+
+@pytest.mark.parametrize(
+    "modality", sorted({zoo.registry.card_data(n)["modality"] for n in zoo.batch.bundled_models()})
+)
+def test_all_bundled_models_of_a_modality_fill_one_table_on_shared_samples(modality):
+    names = zoo.batch.bundled_models(modality)
+    table = zoo.compare.compare(names)
+    assert [r["model"] for r in table["rows"]] == names
+    assert len({r["items"] for r in table["rows"]}) == 1
+    for row in table["rows"]:
+        assert row["tokens_per_item"] > 0 and row["encode_ms_per_item"] > 0
+        assert row["codebook_usage"] is None or 0 < row["codebook_usage"] <= 1
+
+
+def test_text_rows_carry_fertility_from_zoo_metrics_text(tmp_path):
+    (tmp_path / "a.txt").write_text("two words", encoding="utf-8")
+    (row,) = zoo.compare.compare(["byte-utf8"], [str(tmp_path / "a.txt")])["rows"]
+    assert row["extra"] == {"fertility": 4.5}
 
 
 def test_image_models_side_by_side_give_one_row_each_with_bits_per_pixel_and_psnr(tmp_path):

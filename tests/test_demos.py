@@ -66,6 +66,16 @@ def test_the_text_tab_colours_each_token_and_reports_fertility(client):
     assert "13 tokens" in stats and "fertility (tokens per word): **6.50**" in stats
 
 
+@pytest.mark.parametrize("name", registered_models().get("text", []))
+def test_every_text_model_s_pieces_in_the_text_tab_put_the_text_back_together(name):
+    from demos.tabs.text import tokenize
+
+    text = "Grüße, 東京! tokens"
+    pieces, stats, ids = tokenize(name, text)
+    assert "".join(piece for piece, _ in pieces) == text
+    assert len(ids.split()) == sum(len(label.split()) for _, label in pieces)
+
+
 def test_the_text_tab_shows_empty_text_as_zero_tokens_without_fertility(client):
     pieces, stats, ids = client.predict("byte-utf8", "", api_name="/text_tokenize")
     assert pieces == [] and ids == ""

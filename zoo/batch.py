@@ -180,6 +180,27 @@ def codebook_size(model: ZooModel, tokens: Tokens | None = None) -> int | None:
     return None
 
 
+def bundled_models(modality: str | None = None) -> list[str]:
+    """Registered models whose files are all in hub_cards/ (loadable offline), optionally of one modality.
+
+    Cards of official checkpoints whose weights live on the Hub are left out, as are models whose
+    family cannot be imported here (a missing optional dependency).
+    """
+    from zoo.registry import _card_folders, card_data, get_arch, list_models
+
+    folders = _card_folders()
+    names = []
+    for name in list_models(modality=modality):
+        try:
+            files = get_arch(card_data(name).get("arch", "")).hub_files
+        except (ImportError, KeyError, ConfigError) as err:
+            logger.info("skipping %s: %s", name, err)
+            continue
+        if all((folders[name] / f).is_file() for f in files):
+            names.append(name)
+    return names
+
+
 # ---- inputs ------------------------------------------------------------------------------------
 def resolve_inputs(inputs: Sequence[str | os.PathLike]) -> list[str]:
     """Files, folders (every file inside, recursively), globs and ``@list`` files -> paths, in order.

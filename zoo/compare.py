@@ -8,7 +8,8 @@ every input with the model's own ``load_item`` (hooks in :mod:`zoo.batch`), and 
 - codebook usage (fraction of the K ids seen) and perplexity (effective number of ids),
 - reconstruction quality, with its protocol (``reconstruction_quality`` hook: PSNR, MPJPE, exact
   round trips...), where the model decodes,
-- encode and decode time per item (after one warm-up batch; wall clock on the model's device).
+- encode and decode time per item (after one warm-up batch; wall clock on the model's device),
+- modality extras from the ``compare_metrics(items, token_batches) -> dict`` hook (fertility for text).
 
 The table comes out as Markdown and as JSON (``{"modality", "items", "rows": [...]}``). Without
 ``--inputs`` the first model's ``sample_inputs`` are used for all.
@@ -19,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import sys
 import time
@@ -38,19 +38,11 @@ logger = logging.getLogger(__name__)
 
 def token_statistics(valid_ids: torch.Tensor, codebook_size: int | None, units: float | None) -> dict[str, Any]:
     """Bits per unit, codebook usage and perplexity of a flat tensor of valid ids (the one place
-    compare computes token metrics, through ``zoo.metrics.tokens`` where it is installed)."""
+    compare computes token metrics: ``zoo.metrics.tokens``)."""
+    from zoo.metrics import tokens as metrics
+
     stats: dict[str, Any] = {"bits_per_unit": None, "codebook_usage": None, "codebook_perplexity": None}
     if codebook_size is None or valid_ids.numel() == 0:
-        return stats
-    try:
-        from zoo.metrics import tokens as metrics
-    except ImportError:  # before the metrics module lands: the same formulas, written out
-        counts = torch.bincount(valid_ids.reshape(-1), minlength=codebook_size).double()
-        p = counts[counts > 0] / counts.sum()
-        stats["codebook_usage"] = float((counts > 0).sum()) / codebook_size
-        stats["codebook_perplexity"] = float(torch.exp(-(p * p.log()).sum()))
-        if units:
-            stats["bits_per_unit"] = valid_ids.numel() * math.log2(codebook_size) / units
         return stats
     ids = valid_ids.reshape(1, -1)
     stats["codebook_usage"] = metrics.codebook_usage(ids, codebook_size)
@@ -58,6 +50,19 @@ def token_statistics(valid_ids: torch.Tensor, codebook_size: int | None, units: 
     if units:
         stats["bits_per_unit"] = metrics.bits_per_unit(ids, codebook_size, units)
     return stats
+
+
+def extra_metrics(model: ZooModel, items: list[Any], token_batches: list[Tokens]) -> dict[str, float]:
+    """Modality-specific columns: the model's ``compare_metrics`` hook, else fertility for text."""
+    if hasattr(model, "compare_metrics"):
+        return dict(model.compare_metrics(items, token_batches))
+    if model.modality == "text" and all(isinstance(item, str) for item in items):
+        from zoo.metrics.text import count_words
+
+        words = sum(count_words(item) for item in items)
+        tokens = sum(int(t.mask.sum()) for t in token_batches)
+        return {"fertility": tokens / words} if words else {}
+    return {}
 
 
 def _sync(model: ZooModel) -> None:
@@ -94,6 +99,7 @@ def compare_one(model: ZooModel, name: str, items: list[Any], batch_size: int = 
         "encode_ms_per_item": 1000 * encode_seconds / len(items),
         "decode_ms_per_item": None,
         "quality": None,
+        "extra": extra_metrics(model, items, token_batches),
     }
     try:
         _sync(model)
@@ -165,7 +171,9 @@ def _fmt(value: Any, digits: int = 3) -> str:
 def to_markdown(table: dict[str, Any]) -> str:
     """The table as GitHub Markdown, with each quality protocol spelled out below it."""
     columns = ["model", "tokens/item", "bits/unit", "codebook usage", "perplexity", "quality", "encode ms/item"]
-    head = "| " + " | ".join([*columns, "decode ms/item"]) + " |\n|---|---:|---:|---:|---:|---|---:|---:|\n"
+    extra = sorted({key for row in table["rows"] for key in row.get("extra", {})})
+    columns += ["decode ms/item", *extra]
+    head = "| " + " | ".join(columns) + " |\n|---|" + "---:|" * 4 + "---|" + "---:|" * (2 + len(extra)) + "\n"
     lines, protocols = [], {}
     for row in table["rows"]:
         bits = f"{_fmt(row['bits_per_unit'])} /{row['unit']}" if row["bits_per_unit"] is not None else "–"
@@ -186,6 +194,7 @@ def to_markdown(table: dict[str, Any]) -> str:
             quality,
             _fmt(row["encode_ms_per_item"]),
             _fmt(row["decode_ms_per_item"]),
+            *(_fmt(row.get("extra", {}).get(key)) for key in extra),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     notes = "".join(f"\n[{i}] {protocol}" for protocol, i in protocols.items())

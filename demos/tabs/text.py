@@ -10,6 +10,7 @@ import torch
 from demos.tabs import load_model
 from zoo.api import Tokens
 from zoo.errors import ZooError
+from zoo.metrics.text import count_words
 
 SAMPLE_TEXT = "Tokenizers turn text into ids. Grüße aus Zürich — 東京 too!"
 MAX_TOKENS_SHOWN = 2000  # the piece view decodes prefixes; keep it snappy
@@ -39,8 +40,8 @@ def token_pieces(model: Any, ids: list[int]) -> list[tuple[str, str]]:
 
 
 def fertility(num_tokens: int, text: str) -> float | None:
-    """Tokens per whitespace-separated word (None for text without words)."""
-    words = len(text.split())
+    """Tokens per word as ``zoo.metrics.text`` counts words (None for text without words)."""
+    words = count_words(text)
     return num_tokens / words if words else None
 
 
@@ -58,7 +59,7 @@ def tokenize(model_name: str, text: str) -> tuple[list[tuple[str, str]], str, st
     pieces = token_pieces(model, shown)
     words_ratio = fertility(len(ids), text)
     num_bytes = len(text.encode("utf-8"))
-    stats = f"**{len(ids)} tokens** for {len(text)} characters, {num_bytes} bytes, {len(text.split())} words  \n"
+    stats = f"**{len(ids)} tokens** for {len(text)} characters, {num_bytes} bytes, {count_words(text)} words  \n"
     if words_ratio is not None:
         stats += f"fertility (tokens per word): **{words_ratio:.2f}**  \n"
     if ids:
