@@ -127,6 +127,12 @@ def test_a_glob_matching_nothing_is_an_input_error(tmp_path):
         zoo.batch.resolve_inputs([str(tmp_path / "*.wav")])
 
 
+def test_files_are_bucketed_by_their_size_when_the_family_gives_no_batch_key(tmp_path):
+    (tmp_path / "a.wav").write_bytes(b"x" * 300)
+    model = SlowBytes(SlowBytesConfig())
+    assert zoo.batch.batch_key(model, tmp_path / "a.wav") == 300 and zoo.batch.batch_key(model, "abc") == 3
+
+
 def test_batches_group_similar_sizes_within_the_limits():
     keys = [50, 10, 12, 49, 11, 51]
     batches = zoo.batch.plan_batches(keys, batch_size=3, max_batch_units=None)

@@ -88,6 +88,22 @@ def test_an_encoder_only_model_gets_no_decode_time_or_quality(tmp_path):
     assert row["quality"] is None and row["decode_ms_per_item"] is None and row["bits_per_unit"] is None
 
 
+class TimedWaveTokens(WaveTokens):
+    """WaveTokens whose Tokens record the clip lengths and rate, as audio families do."""
+
+    def encode(self, batch):
+        tokens = super().encode(batch)
+        tokens.meta.update(num_samples=batch[1], sample_rate=80)
+        return tokens
+
+
+def test_without_an_input_units_hook_seconds_come_from_the_tokens_meta(tmp_path):
+    for i, n in enumerate([40, 80]):
+        np.save(tmp_path / f"c{i}.npy", np.zeros(n, np.float32))
+    (row,) = zoo.compare.compare([TimedWaveTokens()], [str(tmp_path / "*.npy")])["rows"]
+    assert row["unit"] == "second" and row["bits_per_unit"] == pytest.approx(30 * math.log2(9) / 1.5)
+
+
 def test_models_of_different_modalities_are_refused():
     with pytest.raises(ConfigError, match="one modality"):
         zoo.compare.compare(["byte-utf8", TinyImageVQ()])

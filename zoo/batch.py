@@ -29,16 +29,19 @@ does not fit; the functions below call the method when the model has it and fall
     the path itself for the others (their ``preprocess`` reads paths).
 ``batch_key(item) -> int``
     Size used to bucket items of similar size into a batch (audio samples, text characters).
-    Default: ``len(item)`` when the item has one, else 0.
+    Default: ``len(item)`` when the item has one; for a path, its file size in bytes (for audio of
+    one format that is the duration); else 0.
 ``collate(items) -> batch``
-    A list of raw items -> the batch ``encode`` takes. Default: ``model.preprocess(items)``.
+    A list of raw items -> what ``encode`` takes. Default: the list itself, since every family's
+    ``encode`` accepts raw items (paths, strings, arrays) and runs its own ``preprocess``.
 ``training_batch(items) -> batch``
-    A list of raw items -> the batch ``training_loss`` takes. Default: ``collate``.
+    A list of raw items -> the batch ``training_loss`` takes. Default: ``model.preprocess(items)``.
 ``evaluate(batch) -> dict[str, float]``
     Held-out metrics for fine-tuning, lower-is-better first. Default: ``{"loss": training_loss(batch)}``.
 ``input_units(item) -> (float, str)``
     An item's size in its natural unit for bits per unit: ("byte", "pixel", "second", "frame", "voxel").
-    Default: UTF-8 bytes for text; otherwise unknown (None).
+    Default: UTF-8 bytes for text; otherwise ``zoo.compare`` reads it from Tokens.meta
+    (``num_samples`` + ``sample_rate`` -> seconds, ``image_size`` -> pixels), else unknown.
 ``reconstruct(batch, tokens) -> list[item]`` and ``reconstruction_quality(items, reconstructions) -> dict``
     For ``zoo.compare``: decode back, and score with ``{"name", "value", "protocol"}``. Defaults:
     ``postprocess(decode(tokens))``; text scores the fraction of exact round trips.
@@ -99,9 +102,11 @@ def load_item(model: ZooModel, path: str | os.PathLike) -> Any:
 
 
 def batch_key(model: ZooModel, item: Any) -> int:
-    """The size items are bucketed by (the model's ``batch_key``, else ``len(item)`` or 0)."""
+    """The size items are bucketed by (the model's ``batch_key``, else ``len(item)``, a file's size, or 0)."""
     if hasattr(model, "batch_key"):
         return int(model.batch_key(item))
+    if isinstance(item, Path):
+        return item.stat().st_size
     try:
         return len(item)
     except TypeError:
@@ -109,17 +114,19 @@ def batch_key(model: ZooModel, item: Any) -> int:
 
 
 def collate(model: ZooModel, items: list[Any]) -> Any:
-    """Raw items -> the batch ``encode`` takes (the model's ``collate``, else ``preprocess``)."""
+    """Raw items -> what ``encode`` takes (the model's ``collate``, else the list of raw items)."""
     if hasattr(model, "collate"):
         return model.collate(items)
-    return model.preprocess(items)
+    return list(items)
 
 
 def training_batch(model: ZooModel, items: list[Any]) -> Any:
-    """Raw items -> the batch ``training_loss`` takes (the model's ``training_batch``, else ``collate``)."""
+    """Raw items -> the batch ``training_loss`` takes (the model's ``training_batch``, else ``preprocess``)."""
     if hasattr(model, "training_batch"):
         return model.training_batch(items)
-    return collate(model, items)
+    if hasattr(model, "collate"):
+        return model.collate(items)
+    return model.preprocess(items)
 
 
 def evaluate(model: ZooModel, batch: Any) -> dict[str, float]:

@@ -65,6 +65,21 @@ def extra_metrics(model: ZooModel, items: list[Any], token_batches: list[Tokens]
     return {}
 
 
+def units_from_meta(token_batches: list[Tokens]) -> tuple[float, str] | None:
+    """Input size from what encode recorded: seconds of audio or pixels of images, else None."""
+    total, unit = 0.0, None
+    for tokens in token_batches:
+        meta = tokens.meta
+        if isinstance(meta.get("num_samples"), torch.Tensor) and meta.get("sample_rate"):
+            total, unit = total + float(meta["num_samples"].sum()) / float(meta["sample_rate"]), "second"
+        elif isinstance(meta.get("image_size"), (list, tuple)) and len(meta["image_size"]) == 2:
+            h, w = meta["image_size"]
+            total, unit = total + tokens.batch_size * float(h) * float(w), "pixel"
+        else:
+            return None
+    return (total, unit) if unit else None
+
+
 def _sync(model: ZooModel) -> None:
     if model.device.type == "cuda":
         torch.cuda.synchronize(model.device)
@@ -87,6 +102,8 @@ def compare_one(model: ZooModel, name: str, items: list[Any], batch_size: int = 
     sizes = [hooks.input_units(model, item) for item in items]
     units = sum(s[0] for s in sizes) if sizes and all(s is not None for s in sizes) else None
     unit = sizes[0][1] if units else None
+    if units is None and (from_meta := units_from_meta(token_batches)) is not None:
+        units, unit = from_meta
     codebook = hooks.codebook_size(model, token_batches[0])
     row: dict[str, Any] = {
         "model": name,
