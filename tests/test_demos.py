@@ -10,12 +10,46 @@ os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
 from pathlib import Path  # noqa: E402
 
 import gradio as gr  # noqa: E402
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+import soundfile  # noqa: E402
 import torch  # noqa: E402
 from gradio_client import Client, handle_file  # noqa: E402
+from PIL import Image  # noqa: E402
 
-from demos.app import HOST, build_app, launch, registered_models  # noqa: E402
+import zoo  # noqa: E402
+from demos.app import HOST, build_app, launch, registered_models, tab_builder  # noqa: E402
+from tests.test_batch import WaveTokens  # noqa: E402
 from tests.test_finetune import TinyImageVQ, make_images  # noqa: E402
+
+
+class TinyPNGVQ(TinyImageVQ):
+    """The tiny image VQ reading 8x8 grey PNGs, as an image family reads its files."""
+
+    arch = "test-png-vq"
+
+    def load_item(self, path) -> torch.Tensor:
+        grey = Image.open(path).convert("L").resize((8, 8))
+        return torch.from_numpy(np.asarray(grey, dtype=np.float32) / 127.5 - 1)
+
+
+class TinyWav(WaveTokens):
+    """WaveTokens reading WAV files and recording the clip length and rate in the Tokens' meta."""
+
+    arch = "test-wav"
+
+    def load_item(self, path) -> np.ndarray:
+        wave, self.rate = soundfile.read(path, dtype="float32")
+        return wave
+
+    def encode(self, batch):
+        tokens = super().encode(batch)
+        tokens.meta.update(num_samples=batch[1], sample_rate=self.rate)
+        return tokens
+
+
+zoo.register_arch(TinyPNGVQ.arch, "tests.test_demos:TinyPNGVQ", overwrite=True)
+zoo.register_arch(TinyWav.arch, "tests.test_demos:TinyWav", overwrite=True)
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -23,13 +57,18 @@ CHROMIUM = Path("/usr/bin/chromium")
 @pytest.fixture(scope="module")
 def image_model(tmp_path_factory) -> str:
     torch.manual_seed(0)
-    return str(TinyImageVQ().save_pretrained(tmp_path_factory.mktemp("models") / "tiny-image-vq"))
+    return str(TinyPNGVQ().save_pretrained(tmp_path_factory.mktemp("models") / "tiny-png-vq"))
 
 
 @pytest.fixture(scope="module")
-def served(image_model):
-    """The app with the text tab and a generic image tab, served on 127.0.0.1 in this process."""
-    app = launch({"text": ["byte-utf8"], "image": [image_model]}, port=None, block=False)
+def audio_model(tmp_path_factory) -> str:
+    return str(TinyWav().save_pretrained(tmp_path_factory.mktemp("models") / "tiny-wav"))
+
+
+@pytest.fixture(scope="module")
+def served(image_model, audio_model):
+    """The app with the text, image and audio tabs, served on 127.0.0.1 in this process."""
+    app = launch({"text": ["byte-utf8"], "image": [image_model], "audio": [audio_model]}, port=None, block=False)
     yield app
     app.close()
 
@@ -50,7 +89,7 @@ def test_the_app_has_a_tab_for_each_modality_with_registered_models_and_no_other
 
 def test_every_event_has_an_api_name_prefixed_by_its_modality(served):
     names = [fn.api_name for fn in served.fns.values()]
-    assert sorted(names) == ["image_encode", "text_tokenize"]
+    assert sorted(names) == ["audio_tokenize", "image_tokenize", "text_tokenize"]
 
 
 def test_the_app_listens_on_localhost_only(served):
@@ -82,12 +121,47 @@ def test_the_text_tab_shows_empty_text_as_zero_tokens_without_fertility(client):
     assert "0 tokens" in stats and "fertility" not in stats
 
 
-def test_the_generic_image_tab_shows_the_uploaded_files_ids(client, image_model, tmp_path):
-    (path,) = make_images(tmp_path, 1)
-    grid, summary = client.predict(image_model, handle_file(path), api_name="/image_encode")
+def write_png(path: Path) -> str:
+    gradient = np.linspace(0, 255, 16 * 16).reshape(16, 16).astype(np.uint8)
+    Image.fromarray(gradient).save(path)
+    return str(path)
+
+
+def test_the_image_tab_shows_the_id_grid_and_the_reconstruction_from_all_tokens(client, image_model, tmp_path):
+    picture, grid, summary = client.predict(
+        image_model, handle_file(write_png(tmp_path / "g.png")), 256, api_name="/image_tokenize"
+    )
     ids = [v for row in grid["data"] for v in row if v is not None]
     assert len(ids) == 16 and all(0 <= int(v) < 32 for v in ids)
-    assert "16 tokens" in summary and "codebook of 32" in summary
+    assert Image.open(picture).size == (8, 8)
+    assert "**16 tokens**" in summary and "first **16** of 16 tokens" in summary
+
+
+def test_the_image_tab_says_when_a_model_cannot_decode_a_prefix(client, image_model, tmp_path):
+    picture, _, summary = client.predict(
+        image_model, handle_file(write_png(tmp_path / "g.png")), 4, api_name="/image_tokenize"
+    )
+    assert picture is None and "no reconstruction at k=4" in summary
+
+
+def test_the_audio_tab_reports_tokens_per_second(client, audio_model, tmp_path):
+    soundfile.write(tmp_path / "clip.wav", np.sin(np.arange(8000) / 5).astype(np.float32), 16000)
+    grid, summary = client.predict(audio_model, handle_file(str(tmp_path / "clip.wav")), api_name="/audio_tokenize")
+    assert "**2000 tokens** for 0.50 s: **4000.0 tokens per second**" in summary
+    assert sum(v is not None for row in grid["data"] for v in row) == 2000
+
+
+def test_a_modality_without_its_own_tab_gets_the_generic_upload_tab(tmp_path):
+    from demos.tabs import load_model
+    from demos.tabs.generic import encode_uploaded
+
+    assert tab_builder("hologram").__qualname__ == "make_builder.<locals>.build"
+    torch.manual_seed(0)
+    folder = str(TinyImageVQ().save_pretrained(tmp_path / "vq"))
+    (path,) = make_images(tmp_path, 1)
+    grid, summary = encode_uploaded(folder, path)
+    assert sum(v is not None for row in grid for v in row) == 16 and "codebook of 32" in summary
+    load_model.cache_clear()
 
 
 @pytest.mark.browser
