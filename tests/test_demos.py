@@ -7,6 +7,7 @@ import os
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
 
+from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import gradio as gr  # noqa: E402
@@ -21,6 +22,7 @@ import zoo  # noqa: E402
 from demos.app import HOST, build_app, launch, registered_models, tab_builder  # noqa: E402
 from tests.test_batch import WaveTokens  # noqa: E402
 from tests.test_finetune import TinyImageVQ, make_images  # noqa: E402
+from zoo.api import Tokens, ZooModel  # noqa: E402
 
 
 class TinyPNGVQ(TinyImageVQ):
@@ -48,6 +50,37 @@ class TinyWav(WaveTokens):
         return tokens
 
 
+@dataclass(frozen=True)
+class TinyLifterConfig:
+    keep_every: int = 2
+
+
+class TinyLifter(ZooModel):
+    """Pose-like: keeps every other frame as a token; lifts 2D to 3D with depth 0; one bundled sample clip."""
+
+    arch = "test-tiny-lifter"
+    modality = "pose"
+    config_class = TinyLifterConfig
+    skeleton_parents = (-1, 0, 1, 2)
+
+    def preprocess(self, raw) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(raw), dtype=torch.float32)  # (B, F, J, 2)
+
+    def sample_inputs(self) -> list[np.ndarray]:
+        return [np.random.default_rng(0).uniform(-1, 1, (10, 4, 2)).astype(np.float32)]
+
+    def encode(self, kp2d: torch.Tensor) -> Tokens:
+        kept = torch.arange(0, kp2d.shape[1], self.config.keep_every)
+        b, _, j, c = kp2d.shape
+        return Tokens(
+            embeddings=kp2d[:, kept].reshape(b, len(kept), j * c), meta={"kept_frame_indices": kept.expand(b, -1)}
+        )
+
+    def lift(self, kp2d: torch.Tensor) -> torch.Tensor:
+        return torch.cat([kp2d, torch.zeros_like(kp2d[..., :1])], dim=-1)
+
+
+zoo.register_arch(TinyLifter.arch, "tests.test_demos:TinyLifter", overwrite=True)
 zoo.register_arch(TinyPNGVQ.arch, "tests.test_demos:TinyPNGVQ", overwrite=True)
 zoo.register_arch(TinyWav.arch, "tests.test_demos:TinyWav", overwrite=True)
 
@@ -66,9 +99,15 @@ def audio_model(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="module")
-def served(image_model, audio_model):
-    """The app with the text, image and audio tabs, served on 127.0.0.1 in this process."""
-    app = launch({"text": ["byte-utf8"], "image": [image_model], "audio": [audio_model]}, port=None, block=False)
+def pose_model(tmp_path_factory) -> str:
+    return str(TinyLifter(TinyLifterConfig()).save_pretrained(tmp_path_factory.mktemp("models") / "tiny-lifter"))
+
+
+@pytest.fixture(scope="module")
+def served(image_model, audio_model, pose_model):
+    """The app with the text, image, audio and pose tabs, served on 127.0.0.1 in this process."""
+    models = {"text": ["byte-utf8"], "image": [image_model], "audio": [audio_model], "pose": [pose_model]}
+    app = launch(models, port=None, block=False)
     yield app
     app.close()
 
@@ -89,7 +128,7 @@ def test_the_app_has_a_tab_for_each_modality_with_registered_models_and_no_other
 
 def test_every_event_has_an_api_name_prefixed_by_its_modality(served):
     names = [fn.api_name for fn in served.fns.values()]
-    assert sorted(names) == ["audio_tokenize", "image_tokenize", "text_tokenize"]
+    assert sorted(names) == ["audio_tokenize", "image_tokenize", "pose_lift", "text_tokenize"]
 
 
 def test_the_app_listens_on_localhost_only(served):
@@ -149,6 +188,20 @@ def test_the_audio_tab_reports_tokens_per_second(client, audio_model, tmp_path):
     grid, summary = client.predict(audio_model, handle_file(str(tmp_path / "clip.wav")), api_name="/audio_tokenize")
     assert "**2000 tokens** for 0.50 s: **4000.0 tokens per second**" in summary
     assert sum(v is not None for row in grid["data"] for v in row) == 2000
+
+
+def test_the_pose_tab_lifts_a_sample_clip_and_lists_its_kept_frames(client, pose_model):
+    picture, summary = client.predict(pose_model, None, "sample 1", 3, api_name="/pose_lift")
+    assert Image.open(picture).size == (720, 360)
+    assert "**10 frames**, 4 joints; **5 tokens** (kept frames: 5)" in summary and "kept: 0, 2, 4, 6, 8" in summary
+
+
+def test_the_pose_tab_lifts_an_uploaded_keypoint_file(client, pose_model, tmp_path):
+    np.save(tmp_path / "clip.npy", np.zeros((6, 4, 2), np.float32))
+    _, summary = client.predict(
+        pose_model, handle_file(str(tmp_path / "clip.npy")), "(uploaded file)", 0, api_name="/pose_lift"
+    )
+    assert "**6 frames**" in summary and "kept: 0, 2, 4" in summary
 
 
 def test_a_modality_without_its_own_tab_gets_the_generic_upload_tab(tmp_path):

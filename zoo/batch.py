@@ -26,16 +26,17 @@ does not fit; the functions below call the method when the model has it and fall
 
 ``load_item(path) -> item``
     One input file -> one raw item ``preprocess`` understands. Default: UTF-8 text for text models,
-    the path itself for the others (their ``preprocess`` reads paths).
+    a numpy array for ``.npy`` files (pose clips, volumes; never pickles), and the path itself for
+    the rest (images, audio: the family's ``preprocess`` reads them).
 ``batch_key(item) -> int``
     Size used to bucket items of similar size into a batch (audio samples, text characters).
     Default: ``len(item)`` when the item has one; for a path, its file size in bytes (for audio of
     one format that is the duration); else 0.
 ``collate(items) -> batch``
-    A list of raw items -> what ``encode`` takes. Default: the list itself, since every family's
-    ``encode`` accepts raw items (paths, strings, arrays) and runs its own ``preprocess``.
+    A list of raw items -> the batch ``encode`` takes. Default: ``model.preprocess(items)``, as the
+    contract says ``preprocess`` returns what ``encode`` takes.
 ``training_batch(items) -> batch``
-    A list of raw items -> the batch ``training_loss`` takes. Default: ``model.preprocess(items)``.
+    A list of raw items -> the batch ``training_loss`` takes. Default: ``collate``.
 ``evaluate(batch) -> dict[str, float]``
     Held-out metrics for fine-tuning, lower-is-better first. Default: ``{"loss": training_loss(batch)}``.
 ``input_units(item) -> (float, str)``
@@ -98,6 +99,13 @@ def load_item(model: ZooModel, path: str | os.PathLike) -> Any:
             return path.read_bytes().decode("utf-8")
         except UnicodeDecodeError as err:
             raise InputError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from err
+    if path.suffix == ".npy":
+        import numpy as np
+
+        try:
+            return np.load(path, allow_pickle=False)
+        except ValueError as err:
+            raise InputError(f"{path}: not a plain numpy array file ({err})") from err
     return path
 
 
@@ -114,19 +122,17 @@ def batch_key(model: ZooModel, item: Any) -> int:
 
 
 def collate(model: ZooModel, items: list[Any]) -> Any:
-    """Raw items -> what ``encode`` takes (the model's ``collate``, else the list of raw items)."""
+    """Raw items -> the batch ``encode`` takes (the model's ``collate``, else ``preprocess(items)``)."""
     if hasattr(model, "collate"):
         return model.collate(items)
-    return list(items)
+    return model.preprocess(list(items))
 
 
 def training_batch(model: ZooModel, items: list[Any]) -> Any:
-    """Raw items -> the batch ``training_loss`` takes (the model's ``training_batch``, else ``preprocess``)."""
+    """Raw items -> the batch ``training_loss`` takes (the model's ``training_batch``, else ``collate``)."""
     if hasattr(model, "training_batch"):
         return model.training_batch(items)
-    if hasattr(model, "collate"):
-        return model.collate(items)
-    return model.preprocess(items)
+    return collate(model, items)
 
 
 def evaluate(model: ZooModel, batch: Any) -> dict[str, float]:
