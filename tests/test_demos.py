@@ -80,6 +80,36 @@ class TinyLifter(ZooModel):
         return torch.cat([kp2d, torch.zeros_like(kp2d[..., :1])], dim=-1)
 
 
+@dataclass(frozen=True)
+class TinyVolumeConfig:
+    patch: int = 4
+
+
+class TinyVolume(ZooModel):
+    """EM-like: ids = quantized mean of 4x4x4 patches; segment = threshold at 0 into labels 0/1."""
+
+    arch = "test-tiny-volume"
+    modality = "em_volume"
+    config_class = TinyVolumeConfig
+
+    def preprocess(self, raw) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(raw), dtype=torch.float32)  # (B, D, H, W)
+
+    def sample_inputs(self) -> list[np.ndarray]:
+        return [np.random.default_rng(0).normal(size=(8, 16, 16)).astype(np.float32)]
+
+    def encode(self, volume: torch.Tensor) -> Tokens:
+        p = self.config.patch
+        b, d, h, w = volume.shape
+        patches = volume.reshape(b, d // p, p, h // p, p, w // p, p).mean((2, 4, 6))
+        ids = ((patches.clamp(-1, 1) + 1) * 4).round().long().reshape(b, -1)
+        return Tokens(ids=ids, meta={"grid_size": [d // p, h // p, w // p], "codebook_size": 9})
+
+    def segment(self, volume: torch.Tensor) -> torch.Tensor:
+        return (volume > 0).long()
+
+
+zoo.register_arch(TinyVolume.arch, "tests.test_demos:TinyVolume", overwrite=True)
 zoo.register_arch(TinyLifter.arch, "tests.test_demos:TinyLifter", overwrite=True)
 zoo.register_arch(TinyPNGVQ.arch, "tests.test_demos:TinyPNGVQ", overwrite=True)
 zoo.register_arch(TinyWav.arch, "tests.test_demos:TinyWav", overwrite=True)
@@ -104,9 +134,15 @@ def pose_model(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="module")
-def served(image_model, audio_model, pose_model):
-    """The app with the text, image, audio and pose tabs, served on 127.0.0.1 in this process."""
+def volume_model(tmp_path_factory) -> str:
+    return str(TinyVolume(TinyVolumeConfig()).save_pretrained(tmp_path_factory.mktemp("models") / "tiny-volume"))
+
+
+@pytest.fixture(scope="module")
+def served(image_model, audio_model, pose_model, volume_model):
+    """The app with a tab per modality, each with a tiny model, served on 127.0.0.1 in this process."""
     models = {"text": ["byte-utf8"], "image": [image_model], "audio": [audio_model], "pose": [pose_model]}
+    models["em_volume"] = [volume_model]
     app = launch(models, port=None, block=False)
     yield app
     app.close()
@@ -128,7 +164,7 @@ def test_the_app_has_a_tab_for_each_modality_with_registered_models_and_no_other
 
 def test_every_event_has_an_api_name_prefixed_by_its_modality(served):
     names = [fn.api_name for fn in served.fns.values()]
-    assert sorted(names) == ["audio_tokenize", "image_tokenize", "pose_lift", "text_tokenize"]
+    assert sorted(names) == ["audio_tokenize", "em_volume_segment", "image_tokenize", "pose_lift", "text_tokenize"]
 
 
 def test_the_app_listens_on_localhost_only(served):
@@ -202,6 +238,12 @@ def test_the_pose_tab_lifts_an_uploaded_keypoint_file(client, pose_model, tmp_pa
         pose_model, handle_file(str(tmp_path / "clip.npy")), "(uploaded file)", 0, api_name="/pose_lift"
     )
     assert "**6 frames**" in summary and "kept: 0, 2, 4" in summary
+
+
+def test_the_em_tab_shows_a_slice_its_token_ids_and_segmentation(client, volume_model):
+    picture, summary = client.predict(volume_model, None, "sample 1", 5, api_name="/em_volume_segment")
+    assert Image.open(picture).size == (768, 272)  # three panels
+    assert "**32 tokens** for a 8x16x16 volume (patch grid 2x4x4)" in summary and "no segment" not in summary
 
 
 def test_a_modality_without_its_own_tab_gets_the_generic_upload_tab(tmp_path):
