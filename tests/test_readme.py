@@ -20,3 +20,12 @@ def test_readme_quick_start_runs_as_written(tmp_path, monkeypatch, capsys):
     exec(compile(marked_block("quickstart"), "README.md:quickstart", "exec"), {})
     out = capsys.readouterr().out
     assert "byte-utf8" in out and "['hello, world', 'grüße 👋']" in out
+
+
+def test_readme_models_table_is_generated_from_the_cards():
+    from zoo.cards import models_table
+
+    text = README.read_text()
+    match = re.search(r"<!-- models-table:.*?-->\n(.*?)<!-- /models-table -->", text, re.S)
+    assert match, "README.md lost its models-table markers"
+    assert match.group(1).strip() == models_table().strip(), "README models table is stale: run `make readme`"

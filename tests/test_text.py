@@ -364,19 +364,8 @@ def test_a_tiktoken_file_missing_single_bytes_is_corrupt(models, tmp_path):
 
 
 @pytest.mark.parametrize("name", BUNDLED[1:])
-def test_a_hub_load_fetches_the_tokenizer_file_beside_config_and_weights(models, name, tmp_path, monkeypatch):
-    from zoo import hub
-
-    repo = models[name].save_pretrained(tmp_path / "repo")
-    fetched = []
-
-    def fake_download(repo_id, filename, revision=None, local_files_only=False, cache_dir=None):
-        fetched.append(filename)
-        if not (repo / filename).is_file():
-            raise ModelFileNotFoundError(f"hf-hub:{repo_id}", filename, revision)
-        return repo / filename
-
-    monkeypatch.setattr(hub, "download_file", fake_download)
+def test_a_hub_load_fetches_the_tokenizer_file_beside_config_and_weights(models, name, tmp_path, hub):
+    hub.upload_folder(f"org/{name}", models[name].save_pretrained(tmp_path / "repo"))
     model = zoo.load(f"hf-hub:org/{name}@main")
-    assert models[name].tokenizer_file in fetched
+    assert hub.downloads(models[name].tokenizer_file)
     assert model.encode("hello").ids.tolist() == models[name].encode("hello").ids.tolist()

@@ -110,6 +110,7 @@ def write(model, out: Path, name: str, summary: str, weights: str, lossless_note
         body=body,
         lossless=bool(model.config.lossless) if hasattr(model.config, "lossless") else True,
         vocab_size=model.vocab_size,
+        tokens=f"variable length, {model.vocab_size} ids",
     )
     model.save_pretrained(out / name, card=card)
     log.info("wrote %s (vocab %d): %s", out / name, model.vocab_size, {m["type"]: m["value"] for m in metrics})
