@@ -21,7 +21,7 @@ from torch import nn
 import zoo
 import zoo.finetune
 from zoo.api import Tokens, ZooModel
-from zoo.cards import read_card_data
+from zoo.cards import card_metrics, read_card_data
 from zoo.errors import ConfigError, NotSupportedError
 from zoo.hub import read_safetensors
 from zoo.quant import VectorQuantizer
@@ -138,9 +138,9 @@ def test_the_result_is_a_zoo_model_folder_whose_card_records_base_data_steps_and
     card = read_card_data(tmp_path / "run" / "model" / "README.md")
     assert card["base_model"] == str(base) and card["finetune"]["steps"] == 4
     assert card["model-index"][0]["name"] == "tiny-ft" and "12 files" not in card["training_data"]  # 1 of 12 held out
-    metric = card["model-index"][0]["results"][0]["metrics"][0]
+    (metric,) = card_metrics(card)
     assert metric["type"] == "mse" and metric["value"] == pytest.approx(summary["final_eval"]["mse"], abs=1e-6)
-    assert "held out" in metric["config"]
+    assert "held out" in metric["protocol"]
     assert [line["step"] for line in read_log(tmp_path / "run") if "eval" in line] == [2, 4]
 
 

@@ -341,6 +341,7 @@ def _finetune_card(model: ZooModel, run: dict[str, Any], metrics: dict[str, floa
         upstream_repo=base_data.get("upstream_repo"),
         upstream_revision=base_data.get("upstream_revision"),
         paper=base_data.get("paper"),
+        tokens=base_data.get("tokens"),
         weights=(
             f"Fine-tuned from {base}: {run['steps']} optimizer steps of AdamW (lr {run['lr']}, weight decay "
             f"{run['weight_decay']}), batch {run['batch_size']} x {run['grad_accum']} accumulation, mixed precision "
