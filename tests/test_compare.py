@@ -80,6 +80,32 @@ def test_image_models_side_by_side_give_one_row_each_with_bits_per_pixel_and_psn
     assert all(0 < r["codebook_usage"] <= 1 and 1 <= r["codebook_perplexity"] for r in table["rows"])
 
 
+class PlainImageVQ(TinyImageVQ):
+    """The tiny image VQ as a family might first write it: no compare hooks, no codebook size in meta."""
+
+    arch = "test-plain-image-vq"
+
+    def encode(self, x):
+        tokens = super().encode(x)
+        tokens.meta.clear()
+        return tokens
+
+
+def test_the_codebook_size_defaults_to_the_model_s_one_zoo_quantizer(tmp_path):
+    (row,) = zoo.compare.compare([PlainImageVQ(TinyImageVQConfig(codebook_size=16))], make_images(tmp_path, 2))["rows"]
+    assert row["codebook_size"] == 16 and row["bits_per_unit"] is None  # no pixel count without a hook or meta
+
+
+def test_image_quality_defaults_to_psnr_of_the_decoded_batch_against_the_input(tmp_path):
+    pytest.importorskip("zoo.metrics.image", reason="zoo.metrics.image lands with the image family")
+    torch.manual_seed(0)
+    model = PlainImageVQ(TinyImageVQConfig()).eval()
+    (row,) = zoo.compare.compare([model], make_images(tmp_path, 3))["rows"]
+    x = model.collate([model.load_item(p) for p in make_images(tmp_path, 3)])
+    expected = 10 * math.log10(4 / float((model.decode(model.encode(x)).clamp(-1, 1) - x).pow(2).mean()))
+    assert row["quality"]["name"] == "PSNR dB" and row["quality"]["value"] == pytest.approx(expected, rel=0.05)
+
+
 def test_an_encoder_only_model_gets_no_decode_time_or_quality(tmp_path):
     for i, n in enumerate([40, 80]):
         np.save(tmp_path / f"c{i}.npy", np.zeros(n, np.float32))

@@ -49,8 +49,8 @@ does not fit; the functions below call the method when the model has it and fall
 ``sample_inputs() -> list[item]``
     A few raw items for compare, demos and the GPU check. Default: short sentences for text models.
 ``codebook_size`` (attribute or property)
-    K for bits per token. Default: ``tokens.meta["codebook_size"|"vocab_size"]`` or the model's
-    ``vocab_size``.
+    K for bits per token. Default: ``tokens.meta["codebook_size"|"vocab_size"]``, the model's
+    ``vocab_size``, or the size of its one ``zoo.quant`` FSQ / VectorQuantizer.
 """
 
 from __future__ import annotations
@@ -190,7 +190,10 @@ def codebook_size(model: ZooModel, tokens: Tokens | None = None) -> int | None:
         value = getattr(model, attr, None)
         if isinstance(value, int):
             return value
-    return None
+    from zoo.quant import FSQ, VectorQuantizer
+
+    sizes = {m.codebook_size for m in model.modules() if isinstance(m, (FSQ, VectorQuantizer))}
+    return sizes.pop() if len(sizes) == 1 else None
 
 
 def bundled_models(modality: str | None = None) -> list[str]:

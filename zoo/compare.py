@@ -121,15 +121,40 @@ def compare_one(model: ZooModel, name: str, items: list[Any], batch_size: int = 
     try:
         _sync(model)
         start = time.perf_counter()
-        reconstructions = [
-            r for batch, tokens in zip(collated, token_batches) for r in hooks.reconstruct(model, batch, tokens)
-        ]
+        if hasattr(model, "reconstruct"):
+            decoded = None
+            reconstructions = [r for b, t in zip(collated, token_batches) for r in hooks.reconstruct(model, b, t)]
+        else:  # decode once; keep the raw output for the default image quality
+            decoded = [model.decode(tokens) for tokens in token_batches]
+            reconstructions = [r for output in decoded for r in model.postprocess(output)]
         _sync(model)
         row["decode_ms_per_item"] = 1000 * (time.perf_counter() - start) / len(items)
-        row["quality"] = hooks.reconstruction_quality(model, items, reconstructions)
+        if hasattr(model, "reconstruction_quality") or decoded is None or model.modality != "image":
+            row["quality"] = hooks.reconstruction_quality(model, items, reconstructions)
+        else:
+            row["quality"] = image_quality(collated, decoded)
     except NotSupportedError as err:
         logger.info("%s does not decode: %s", name, err)
     return row
+
+
+def image_quality(batches: list[Any], decoded: list[Any]) -> dict[str, Any] | None:
+    """Default image quality: PSNR of decode(encode(x)) against the preprocessed input x in [-1, 1]."""
+    try:
+        from zoo.metrics.image import psnr
+    except ImportError:
+        return None
+    values = []
+    for x, y in zip(batches, decoded):
+        if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)) or x.shape != y.shape:
+            return None
+        values.append(psnr(y.float().cpu().clamp(-1, 1), x.float().cpu(), data_range=2.0).reshape(-1))
+    return {
+        "name": "PSNR dB",
+        "value": float(torch.cat(values).mean()),
+        "protocol": "PSNR of decode(encode(x)) vs the preprocessed input x (range [-1, 1], data_range 2), "
+        "mean over images, default decode settings",
+    }
 
 
 def compare(
