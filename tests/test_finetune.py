@@ -7,6 +7,7 @@ image model below registered, so ``accelerate launch`` can start it in two proce
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -19,7 +20,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import zoo
+import zoo.batch
 import zoo.finetune
+import zoo.registry
 from zoo.api import Tokens, ZooModel
 from zoo.cards import card_metrics, read_card_data
 from zoo.errors import ConfigError, NotSupportedError
@@ -186,6 +189,37 @@ def test_a_model_without_training_loss_cannot_be_fine_tuned(tmp_path):
     (tmp_path / "a.txt").write_text("some text")
     with pytest.raises(NotSupportedError, match="training_loss"):
         zoo.finetune.finetune("byte-utf8", [str(tmp_path / "a.txt")], tmp_path / "run", steps=1, progress=False)
+
+
+def trainable_bundled_models() -> list[str]:
+    names = []
+    for name in zoo.batch.bundled_models():
+        cls = zoo.get_arch(zoo.registry.card_data(name)["arch"])
+        if cls.training_loss is not ZooModel.training_loss:
+            names.append(name)
+    return names
+
+
+def seeded_loss(model: ZooModel, files: list[str]) -> float:
+    """The training loss on ``files`` with the loss's own randomness (t, noise, k) drawn from seed 0."""
+    model.eval()
+    batch = zoo.batch.training_batch(model, [zoo.batch.load_item(model, p) for p in files])
+    torch.manual_seed(0)
+    with torch.no_grad():
+        return float(model.training_loss(batch))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", trainable_bundled_models())
+def test_a_few_steps_on_each_bundled_family_model_reduce_its_loss(name, tmp_path):
+    model = zoo.load(name)
+    samples = zoo.batch.sample_inputs(model) if hasattr(model, "sample_inputs") else []
+    files = [os.fspath(p) for p in samples if isinstance(p, (str, os.PathLike)) and Path(p).is_file()]
+    if not files:
+        pytest.skip(f"{name}: its family gives no sample_inputs() files to fine-tune on")
+    before = seeded_loss(model, files)
+    zoo.finetune.finetune(name, files, tmp_path / "run", steps=8, batch_size=len(files), lr=1e-4, progress=False)
+    assert seeded_loss(zoo.load(tmp_path / "run" / "model"), files) < before
 
 
 @pytest.mark.slow
