@@ -23,7 +23,7 @@ import torch
 import zoo
 import zoo.batch
 from zoo.api import Tokens, ZooModel
-from zoo.errors import ConfigError, InputError
+from zoo.errors import ConfigError, InputError, NotSupportedError
 from zoo.text import ByteTokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -146,8 +146,12 @@ def test_batches_group_similar_sizes_within_the_limits():
 def sample_files(model, folder: Path) -> list[str]:
     """The model's sample inputs as files: paths as they are, strings written to .txt files."""
     folder.mkdir(parents=True, exist_ok=True)
+    try:
+        samples = zoo.batch.sample_inputs(model)
+    except NotSupportedError as err:
+        pytest.skip(str(err))
     files = []
-    for i, item in enumerate(zoo.batch.sample_inputs(model)):
+    for i, item in enumerate(samples):
         if isinstance(item, (str, os.PathLike)) and Path(item).is_file():
             files.append(os.fspath(item))
         elif isinstance(item, str):
