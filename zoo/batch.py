@@ -45,12 +45,21 @@ does not fit; the functions below call the method when the model has it and fall
     (``num_samples`` + ``sample_rate`` -> seconds, ``image_size`` -> pixels), else unknown.
 ``reconstruct(batch, tokens) -> list[item]`` and ``reconstruction_quality(items, reconstructions) -> dict``
     For ``zoo.compare``: decode back, and score with ``{"name", "value", "protocol"}``. Defaults:
-    ``postprocess(decode(tokens))``; text scores the fraction of exact round trips.
+    ``postprocess(decode(tokens))``; text scores the fraction of exact round trips, images the PSNR
+    of ``decode(encode(x))`` against the preprocessed ``x``; other modalities report none.
+``compare_metrics(items, token_batches) -> dict[str, float]``
+    Extra columns for ``zoo.compare``. Default: fertility (tokens per word) for text.
 ``sample_inputs() -> list[item]``
-    A few raw items for compare, demos and the GPU check. Default: short sentences for text models.
+    A few raw items for compare, demos, the GPU check and the per-family tests; paths of bundled
+    sample files are best (batch and fine-tuning need files). Default: short sentences for text.
 ``codebook_size`` (attribute or property)
     K for bits per token. Default: ``tokens.meta["codebook_size"|"vocab_size"]``, the model's
     ``vocab_size``, or the size of its one ``zoo.quant`` FSQ / VectorQuantizer.
+
+The demo tabs (``demos/tabs/``) also use the task verbs ``lift`` (pose) and ``segment`` (EM volumes),
+a ``skeleton_parents`` attribute (pose bones: a parent index per joint, -1 for the root), and the
+``Tokens.meta`` keys ``image_size``, ``num_samples`` + ``sample_rate``, ``kept_frame_indices`` and
+``grid_size``.
 """
 
 from __future__ import annotations
