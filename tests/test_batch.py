@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -27,6 +28,13 @@ from zoo.errors import ConfigError, InputError, NotSupportedError
 from zoo.text import ByteTokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    """A TCP port free right now, so parallel accelerate launches on one machine do not collide."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 # ---- test-only models ---------------------------------------------------------------------------
@@ -275,6 +283,7 @@ def test_two_cpu_processes_write_the_same_shards_as_one(tmp_path):
     inputs = [str(p) for p in write_texts(tmp_path / "docs", [f"sample {i} " * i for i in range(10)])]
     accelerate = Path(sys.executable).parent / "accelerate"
     command = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
+    command += ["--main_process_port", str(free_port())]
     command += ["--mixed_precision", "no", "--dynamo_backend", "no", "-m", "zoo.batch", "byte-utf8", *inputs]
     command += ["--out", str(tmp_path / "two"), "--shard-size", "3", "--no-progress"]
     env = {**subprocess_env(), "ACCELERATE_USE_CPU": "1"}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -30,6 +31,13 @@ from zoo.hub import read_safetensors
 from zoo.quant import VectorQuantizer
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    """A TCP port free right now, so parallel accelerate launches on one machine do not collide."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @dataclass(frozen=True)
@@ -229,6 +237,7 @@ def test_two_cpu_processes_train_the_same_as_one_within_tolerance(tmp_path):
     args = ["--data", *data, "--steps", "3", "--batch-size", "4", "--lr", "3e-3", "--no-progress"]
     accelerate = Path(sys.executable).parent / "accelerate"
     command = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
+    command += ["--main_process_port", str(free_port())]
     command += ["--mixed_precision", "no", "--dynamo_backend", "no", "-m", "tests.test_finetune", base]
     env = {"ACCELERATE_USE_CPU": "1", "PYTHONPATH": str(ROOT), "PATH": str(Path(sys.executable).parent)}
     done = subprocess.run(
