@@ -208,7 +208,7 @@ def test_the_image_tab_shows_the_id_grid_and_the_reconstruction_from_all_tokens(
     )
     ids = [v for row in grid["data"] for v in row if v is not None]
     assert len(ids) == 16 and all(0 <= int(v) < 32 for v in ids)
-    assert Image.open(picture).size == (8, 8)
+    assert Image.open(picture).size == (256, 256)  # 8x8, shown enlarged
     assert "**16 tokens**" in summary and "first **16** of 16 tokens" in summary
 
 
@@ -261,7 +261,7 @@ def test_a_modality_without_its_own_tab_gets_the_generic_upload_tab(tmp_path):
 
 @pytest.mark.browser
 @pytest.mark.slow
-def test_a_real_browser_types_text_clicks_tokenize_and_sees_the_tokens(served, tmp_path):
+def test_a_real_browser_types_text_and_uploads_an_image_clicks_and_sees_the_outputs(served, tmp_path):
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium); the browser test needs it")
     from playwright.sync_api import sync_playwright
@@ -282,6 +282,16 @@ def test_a_real_browser_types_text_clicks_tokenize_and_sees_the_tokens(served, t
             shown = page.locator("#text-tokens").inner_text().split("\n")[1:]  # after the label: a line per token
             assert shown == list("Tokens, please")
             page.screenshot(path=str(tmp_path / "text-tab.png"), full_page=True)
+
+            page.get_by_role("tab", name="Image").click()
+            page.locator("#image-input input[type=file]").set_input_files(write_png(tmp_path / "upload.png"))
+            page.locator("#image-tokenize").click()
+            page.wait_for_function(
+                "() => document.querySelector('#image-summary')?.innerText.includes('16 tokens')", timeout=30000
+            )
+            page.locator("#image-reconstruction img").wait_for(state="visible", timeout=30000)
+            assert "first 16 of 16 tokens" in page.locator("#image-summary").inner_text()
+            page.screenshot(path=str(tmp_path / "image-tab.png"), full_page=True)
         finally:
             browser.close()
-    assert (tmp_path / "text-tab.png").stat().st_size > 10_000
+    assert (tmp_path / "text-tab.png").stat().st_size > 10_000 and (tmp_path / "image-tab.png").stat().st_size > 10_000

@@ -53,3 +53,12 @@ def to_picture(x: Any) -> np.ndarray | Any:
     if array.dim() == 3 and array.shape[-1] == 1:
         array = array[..., 0]
     return ((array.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
+
+
+def enlarged(picture: Any, min_side: int = 256) -> Any:
+    """Small pictures scaled up by an integer factor (nearest neighbour), so tiny models' output is visible."""
+    from PIL import Image
+
+    image = picture if isinstance(picture, Image.Image) else Image.fromarray(np.asarray(picture))
+    factor = -(-min_side // max(1, max(image.size)))  # ceil
+    return image if factor <= 1 else image.resize((image.width * factor, image.height * factor), Image.NEAREST)

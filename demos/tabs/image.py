@@ -11,7 +11,7 @@ from typing import Any
 
 import gradio as gr
 
-from demos.tabs.common import encode_file, id_grid, to_picture
+from demos.tabs.common import encode_file, enlarged, id_grid, to_picture
 from zoo import batch as hooks
 from zoo.errors import ZooError
 
@@ -31,7 +31,7 @@ def tokenize_image(model_name: str, path: str | None, k: float) -> tuple[Any, li
     picture = None
     try:
         kept = tokens.truncate(k) if k < tokens.num_positions else tokens
-        picture = to_picture(hooks.reconstruct(model, batch, kept)[0])
+        picture = enlarged(to_picture(hooks.reconstruct(model, batch, kept)[0]))
         summary += f"  \nreconstruction from the first **{k}** of {count} tokens"
     except (ZooError, RuntimeError, ValueError) as err:
         summary += f"  \nno reconstruction at k={k}: {err}"
@@ -42,11 +42,13 @@ def build(models: list[str]) -> None:
     with gr.Row():
         with gr.Column():
             model = gr.Dropdown(models, value=models[0], label="Image tokenizer", elem_id="image-model")
-            image = gr.Image(type="filepath", label="Image", elem_id="image-input")
+            image = gr.Image(type="filepath", label="Image", height=256, elem_id="image-input")
             k = gr.Slider(1, MAX_K, value=MAX_K, step=1, label="k: tokens used to reconstruct", elem_id="image-k")
             button = gr.Button("Tokenize and reconstruct", variant="primary", elem_id="image-tokenize")
         with gr.Column():
-            reconstruction = gr.Image(label="Reconstruction", interactive=False, elem_id="image-reconstruction")
+            reconstruction = gr.Image(
+                label="Reconstruction", interactive=False, height=256, elem_id="image-reconstruction"
+            )
             summary = gr.Markdown(elem_id="image-summary")
             grid = gr.Dataframe(label="Token ids", interactive=False, elem_id="image-ids")
     button.click(tokenize_image, [model, image, k], [reconstruction, grid, summary], api_name="image_tokenize")
