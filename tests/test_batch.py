@@ -141,6 +141,33 @@ def test_files_are_bucketed_by_their_size_when_the_family_gives_no_batch_key(tmp
     assert zoo.batch.batch_key(model, tmp_path / "a.wav") == 300 and zoo.batch.batch_key(model, "abc") == 3
 
 
+class EchoPreprocess(ZooModel):
+    """A family without a collate hook whose preprocess hands back what it got."""
+
+    arch = "test-echo"
+    modality = "pose"
+
+    def preprocess(self, raw):
+        return raw
+
+
+def test_arrays_of_one_shape_reach_preprocess_stacked_as_one_batch():
+    model = EchoPreprocess(config=None)
+    stacked = zoo.batch.collate(model, [np.zeros((2, 3)), np.ones((2, 3))])
+    ragged = zoo.batch.collate(model, [np.zeros(2), np.ones(3)])
+    assert isinstance(stacked, np.ndarray) and stacked.shape == (2, 2, 3)
+    assert isinstance(ragged, list) and len(ragged) == 2
+
+
+def test_large_per_sample_meta_tensors_are_left_out_of_the_rows():
+    tokens = Tokens(
+        ids=torch.zeros(2, 3, dtype=torch.long),
+        meta={"kept": torch.tensor([[0, 1], [1, 2]]), "activations": torch.zeros(2, 5000), "rate": 25},
+    )
+    rows = zoo.batch.token_rows(tokens)
+    assert json.loads(rows[1]["meta"]) == {"kept": [1, 2], "rate": 25}
+
+
 def test_batches_group_similar_sizes_within_the_limits():
     keys = [50, 10, 12, 49, 11, 51]
     batches = zoo.batch.plan_batches(keys, batch_size=3, max_batch_units=None)

@@ -15,7 +15,8 @@ to the shard's errors and to ``errors.jsonl`` and the run goes on.
 
 One Parquet row per input: ``source`` (the path), ``index`` (its position among the inputs), ``ids``
 (list<int64>, the valid ids; null for continuous tokens), ``embeddings`` (list<list<float32>> for
-continuous tokens, else null), ``length`` (valid tokens), ``meta`` (JSON: that sample's Tokens.meta),
+continuous tokens, else null), ``length`` (valid tokens), ``meta`` (JSON: that sample's Tokens.meta,
+leaving out per-sample tensors of more than ``MAX_META_VALUES`` values, such as cached activations),
 ``model`` and ``revision``. ``manifest.json`` lists the shards, counts and the model.
 
 Family hooks
@@ -34,7 +35,8 @@ does not fit; the functions below call the method when the model has it and fall
     one format that is the duration); else 0.
 ``collate(items) -> batch``
     A list of raw items -> the batch ``encode`` takes. Default: ``model.preprocess(items)``, as the
-    contract says ``preprocess`` returns what ``encode`` takes.
+    contract says ``preprocess`` returns what ``encode`` takes; numpy arrays of one shape are stacked
+    into one (B, ...) array first.
 ``training_batch(items) -> batch``
     A list of raw items -> the batch ``training_loss`` takes. Default: ``collate``.
 ``evaluate(batch) -> dict[str, float]``
@@ -77,6 +79,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from zoo.api import Tokens, ZooModel, atomic_write
@@ -109,8 +112,6 @@ def load_item(model: ZooModel, path: str | os.PathLike) -> Any:
         except UnicodeDecodeError as err:
             raise InputError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from err
     if path.suffix == ".npy":
-        import numpy as np
-
         try:
             return np.load(path, allow_pickle=False)
         except ValueError as err:
@@ -131,10 +132,15 @@ def batch_key(model: ZooModel, item: Any) -> int:
 
 
 def collate(model: ZooModel, items: list[Any]) -> Any:
-    """Raw items -> the batch ``encode`` takes (the model's ``collate``, else ``preprocess(items)``)."""
+    """Raw items -> the batch ``encode`` takes (the model's ``collate``, else ``preprocess(items)``;
+    arrays of one shape are stacked into one (B, ...) array first, which every array-taking
+    ``preprocess`` reads as a batch)."""
     if hasattr(model, "collate"):
         return model.collate(items)
-    return model.preprocess(list(items))
+    items = list(items)
+    if items and all(isinstance(x, np.ndarray) for x in items) and len({x.shape for x in items}) == 1:
+        return model.preprocess(np.stack(items))
+    return model.preprocess(items)
 
 
 def training_batch(model: ZooModel, items: list[Any]) -> Any:
@@ -322,6 +328,9 @@ def shard_name(i: int) -> str:
     return f"shard-{i:05d}.parquet"
 
 
+MAX_META_VALUES = 4096  # per-sample meta tensors larger than this (cached activations) are not stored
+
+
 def _json_value(value: Any) -> Any:
     if isinstance(value, torch.Tensor):
         return value.tolist()
@@ -337,7 +346,7 @@ def token_rows(tokens: Tokens) -> list[dict[str, Any]]:
         meta = {
             k: _json_value(v[b]) if isinstance(v, torch.Tensor) else v
             for k, v in sorted(tokens.meta.items())
-            if not callable(v)
+            if not callable(v) and not (isinstance(v, torch.Tensor) and v[b].numel() > MAX_META_VALUES)
         }
         rows.append(
             {

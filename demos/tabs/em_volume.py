@@ -1,9 +1,9 @@
 """EM volume tab: a sample (or uploaded .npy) volume -> slices with their tokens and the segmentation.
 
-One picture per chosen depth: the raw slice, the token grid (``Tokens.meta["grid_size"]`` = (d, h, w)
-patches; the id map when the tokens are discrete, the patch borders otherwise), and the
-segmentation from the family's ``segment`` verb when it has one (labels, or the first channel of
-affinities / probabilities).
+One picture per chosen depth: the raw slice, the token grid (``Tokens.meta["grid_size"]`` or
+``["grid"]`` = (d, h, w); the id map when the tokens are discrete, the grid cells otherwise), and the
+segmentation from the family's ``segment`` verb when it has one (labels (D, H, W), or the first
+sample and channel of affinities / probabilities).
 """
 
 from __future__ import annotations
@@ -57,15 +57,15 @@ def render(volume: np.ndarray, z: int, token_map: np.ndarray | None, grid: Any, 
     axes[0].imshow(volume[z], cmap="gray")
     axes[0].set_title(f"slice {z} of {depth}")
     if token_map is not None:
-        axes[1].imshow(token_map, cmap="tab20", interpolation="nearest", extent=(0, width, height, 0))
+        axes[1].imshow(token_map, cmap="tab20", interpolation="nearest", extent=(-0.5, width - 0.5, height - 0.5, -0.5))
         axes[1].set_title("token ids")
     else:
         axes[1].imshow(volume[z], cmap="gray")
         axes[1].set_title("token patches")
     if grid is not None:
-        for y in np.linspace(0, height, int(grid[1]) + 1):
+        for y in np.linspace(-0.5, height - 0.5, int(grid[1]) + 1):  # pixel edges sit at half-integers
             axes[1].axhline(y, color="yellow", linewidth=0.6)
-        for x in np.linspace(0, width, int(grid[2]) + 1):
+        for x in np.linspace(-0.5, width - 0.5, int(grid[2]) + 1):
             axes[1].axvline(x, color="yellow", linewidth=0.6)
     if labels is not None:
         axes[2].imshow(labels[z], cmap="tab20", interpolation="nearest")
@@ -95,15 +95,16 @@ def show_volume(model_name: str, path: str | None, sample: str, z: float) -> tup
     volume = volume.reshape(volume.shape[-3:])
     depth = volume.shape[0]
     z = max(0, min(int(z), depth - 1))
-    grid = tokens.meta.get("grid_size")
+    grid = tokens.meta.get("grid_size", tokens.meta.get("grid"))
     grid = tuple(int(g) for g in grid) if isinstance(grid, (list, tuple)) and len(grid) == 3 else None
     token_map = None
     if grid is not None and tokens.ids is not None and tokens.ids.shape[1] == grid[0] * grid[1] * grid[2]:
         token_map = tokens.ids[0].reshape(grid)[z * grid[0] // depth].cpu().numpy()
     labels = None
     if segmentation is not None:
-        labels = _as_numpy(segmentation[0])
-        labels = labels.reshape(-1, *labels.shape[-3:])[0]  # first channel of (C, D, H, W), or (D, H, W)
+        labels = _as_numpy(segmentation)
+        while labels.ndim > 3:  # (B, C, D, H, W) or (B, D, H, W): the first sample, first channel
+            labels = labels[0]
     count = int(tokens.lengths[0])
     summary = f"**{count} tokens** for a {'x'.join(map(str, volume.shape))} volume"
     if grid is not None:
