@@ -13,7 +13,7 @@ import torch
 import zoo.batch
 import zoo.compare
 import zoo.registry
-from tests.test_batch import WaveTokens
+from tests.test_batch import WaveTokens, synthetic_files
 from tests.test_finetune import TinyImageVQ, TinyImageVQConfig, make_images
 from zoo.errors import ConfigError
 
@@ -51,11 +51,14 @@ def test_text_models_report_bytes_bits_usage_and_exact_round_trips(tmp_path):
 @pytest.mark.parametrize(
     "modality", sorted({zoo.registry.card_data(n)["modality"] for n in zoo.batch.bundled_models()})
 )
-def test_all_bundled_models_of_a_modality_fill_one_table_on_shared_samples(modality):
+def test_all_bundled_models_of_a_modality_fill_one_table_on_shared_samples(modality, tmp_path):
     names = zoo.batch.bundled_models(modality)
+    inputs = None
     if not hasattr(zoo.load(names[0]), "sample_inputs") and modality != "text":
-        pytest.skip(f"{names[0]} has no sample_inputs() hook to compare the {modality} models on")
-    table = zoo.compare.compare(names)
+        inputs = synthetic_files(modality, tmp_path) or None
+        if inputs is None:
+            pytest.skip(f"{names[0]} has no sample_inputs() hook to compare the {modality} models on")
+    table = zoo.compare.compare(names, inputs)
     assert [r["model"] for r in table["rows"]] == names
     assert len({r["items"] for r in table["rows"]}) == 1
     for row in table["rows"]:
