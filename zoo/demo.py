@@ -18,6 +18,7 @@ from zoo.api import atomic_write
 
 DEMO_HOOKS = {
     "text": "zoo.text_demo:run",
+    "audio": "audio.demo:run",
 }
 
 COLUMNS = ("model", "modality", "input", "tokens", "bits_per_unit", "quality", "seconds_per_item")
