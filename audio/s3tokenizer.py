@@ -422,6 +422,12 @@ class S3Tokenizer(ZooModel):
         return merge_windows(window_ids, SEAM_SECONDS * self.token_rate)
 
     # ---- the zoo contract ---------------------------------------------------------------------
+    def sample_inputs(self) -> list:
+        """The bundled held-out speech clips (16 kHz WAV), for demos, comparisons and smoke tests."""
+        from pathlib import Path
+
+        return sorted((Path(__file__).resolve().parent / "samples").glob("*.wav"))
+
     def preprocess(self, raw: Any, sample_rate: int | None = None) -> tuple[Tensor, Tensor]:
         """Paths, arrays or tensors -> ((B, N) float32 16 kHz mono waveforms, zero-padded; (B,) sample counts)."""
         from audio.io import to_waveform_batch

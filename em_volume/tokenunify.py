@@ -304,13 +304,29 @@ class TokenUnify(ZooModel):
         return self.preciever(logits)
 
     # ---- the zoo contract -------------------------------------------------------------------------
+    def sample_inputs(self) -> list[np.ndarray]:
+        """One synthetic EM volume (D, H, W) of the crop size, not among the tiny model's training seeds."""
+        from em_volume.synth import SynthConfig, make_volume
+
+        raw, _ = make_volume(999, SynthConfig(shape=tuple(self.config.crop_size)))
+        return [raw]
+
     def preprocess(self, raw: Any, key: str | None = None) -> Tensor:
         """A volume -> (B, 1, D, H, W) float32 in [0, 1].
 
-        Accepts a numpy array or tensor (D, H, W), (B, D, H, W) or (B, 1, D, H, W), or a path to .h5/.hdf5
-        (dataset ``key``, or the only / first 3-D dataset), .tif/.tiff or .npy. Integer data is min-max
+        Accepts a numpy array or tensor (D, H, W), (B, D, H, W) or (B, 1, D, H, W), a path to .h5/.hdf5
+        (dataset ``key``, or the only / first 3-D dataset), .tif/.tiff or .npy, or a list of those of one shape.
+        Integer data is min-max
         scaled over the whole volume (upstream's scaler); floats are taken as already in [0, 1].
         """
+        if isinstance(raw, (list, tuple)):  # a batch of volumes (paths or arrays) of one shape
+            if not raw:
+                raise InputError("empty batch: no volumes given")
+            volumes = [self.preprocess(item, key=key) for item in raw]
+            shapes = sorted({tuple(v.shape[2:]) for v in volumes})
+            if len(shapes) > 1:
+                raise InputError(f"volumes in one batch must share a shape (D, H, W), got {shapes}")
+            return torch.cat(volumes)
         if isinstance(raw, (str, os.PathLike)):
             raw = read_volume(raw, key=key)
         if isinstance(raw, np.ndarray):

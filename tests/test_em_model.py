@@ -270,3 +270,14 @@ def test_affinity_loss_trains_from_labels():
     loss = model.training_loss({"volume": volume(2), "labels": labels})
     loss.backward()
     assert torch.isfinite(loss) and loss > 0
+
+
+def test_preprocess_stacks_a_list_of_volumes_of_one_shape_and_refuses_mixed_shapes(model):
+    volumes = [np.random.default_rng(i).random((16, 32, 32), dtype=np.float32) for i in range(2)]
+    batch = model.preprocess(volumes)
+    assert batch.shape == (2, 1, 16, 32, 32)
+    assert torch.equal(batch[1, 0], torch.from_numpy(volumes[1]))
+    with pytest.raises(InputError, match="share a shape"):
+        model.preprocess([volumes[0], volumes[1][:8]])
+    with pytest.raises(InputError, match="empty batch"):
+        model.preprocess([])

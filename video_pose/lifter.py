@@ -19,13 +19,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from video_pose.skeleton import flip_pose, sliding_windows
+from video_pose.skeleton import H36M_PARENTS, flip_pose, sliding_windows
 from zoo.api import Tokens, ZooModel, check_float_tensor, inference
 from zoo.errors import InputError
 
 
 class PoseLifter(ZooModel):
     modality: ClassVar[str] = "pose"
+    skeleton_parents: ClassVar[tuple[int, ...]] = H36M_PARENTS  # H3.6M-17 bones, for plots and the demo app
     # True where the model outputs one row per kept frame instead of the full clip (TPC-MixSTE, seq2frame).
     outputs_kept_frames_only: ClassVar[bool] = False
 
@@ -98,6 +99,15 @@ class PoseLifter(ZooModel):
         return out, frames
 
     # ---- the zoo contract -----------------------------------------------------------------------
+    def sample_inputs(self) -> list[np.ndarray]:
+        """Two held-out synthetic clips (F, 17, 2) as long as the model's window, for demos and smoke tests."""
+        from video_pose.synth import make_split
+
+        clips = make_split("test", 2, self.max_frames, seed=0).kp2d
+        if self.config.in_channels == 3:  # MotionBERT takes (x, y, confidence)
+            clips = np.concatenate([clips, np.ones_like(clips[..., :1])], axis=-1)
+        return list(clips)
+
     def preprocess(self, raw: Any) -> Tensor:
         """A numpy array or nested list (F, J, K) or (B, F, J, K) -> a float32 batch tensor."""
         x = torch.as_tensor(np.asarray(raw)) if not isinstance(raw, Tensor) else raw
