@@ -1,4 +1,4 @@
-"""docs/usage.md: its batch, resume, multi-process, read-back and compare examples run as written."""
+"""The README's usage examples (batch, resume, multi-process, read-back, compare) run as written."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-USAGE = ROOT / "docs" / "usage.md"
+USAGE = ROOT / "README.md"
 
 
 def blocks(language: str) -> list[str]:
