@@ -575,9 +575,8 @@ class FlexTok(ZooModel):
             with torch.no_grad():
                 latents = self.vae_encode(self.check_images(images))
         b, r = latents.shape[0], self.config.num_registers
-        g = None
         codes, _ = self.fsq.quantize(self.encoder(latents))
-        keep = torch.randint(1, r + 1, (b,), device=latents.device, generator=g)
+        keep = torch.randint(1, r + 1, (b,), device=latents.device)  # uniform nested dropout
         uncond = torch.rand(b, device=latents.device) < 0.2
         sigma = torch.sigmoid(torch.randn(b, device=latents.device))  # logit-normal t
         noise = torch.randn_like(latents)
