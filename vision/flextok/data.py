@@ -98,3 +98,24 @@ def make_images(n: int, size: int, seed: int, held_out: bool = False, skimage_sh
         else:
             images.append(procedural_scene(rng, size))
     return to_tensor(images)
+
+
+def write_samples(folder, size: int = 32, seed: int = 2024) -> list:
+    """The demo's bundled images: two procedural scenes and two crops of held-out scikit-image samples.
+
+    python -c "from vision.flextok.data import write_samples; write_samples('vision/flextok/samples')"
+    """
+    from pathlib import Path
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    images = {
+        "scene_a.png": procedural_scene(rng, size),
+        "scene_b.png": procedural_scene(rng, size),
+        "coffee.png": skimage_crop("coffee", rng, size),
+        "chelsea.png": skimage_crop("chelsea", rng, size),
+    }
+    for name, image in images.items():
+        image.save(folder / name)
+    return sorted(folder / name for name in images)

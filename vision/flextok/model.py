@@ -295,6 +295,7 @@ class FlexTok(ZooModel):
         self.encoder = FlexTokEncoder(config)
         self.decoder = FlexTokDecoder(config)
         self.fsq = FSQ(config.fsq_levels)  # default bound_scale 1 + 1e-3 is upstream's
+        self.use_bf16 = True  # bf16 autocast on accelerators; set False for float32 everywhere
 
     # ---- loading ---------------------------------------------------------------------------------
     @classmethod
@@ -395,7 +396,8 @@ class FlexTok(ZooModel):
 
     def tokenize_latents(self, latents: Tensor) -> tuple[Tensor, Tensor]:
         """Scaled latents -> (FSQ codes (B, R, L), ids (B, R) int64)."""
-        pre = self.encoder(latents)
+        with self.autocast(latents.device):
+            pre = self.encoder(latents)
         return self.fsq.quantize(pre.float())
 
     @inference
@@ -423,7 +425,14 @@ class FlexTok(ZooModel):
 
     # ---- decode ----------------------------------------------------------------------------------
     def velocity(self, x: Tensor, t: Tensor, codes: Tensor, keep: Tensor, uncond: Tensor) -> Tensor:
-        return self.decoder(x, t, codes, keep, uncond).float()
+        with self.autocast(x.device):
+            return self.decoder(x, t, codes, keep, uncond).float()
+
+    def autocast(self, device: torch.device):
+        """bf16 autocast for the token transformers on accelerators; plain float32 on CPU (and for
+        the VAE, FSQ rounding and the Euler update, which run outside it)."""
+        enabled = self.use_bf16 and device.type != "cpu"
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
 
     def sample_latents(
         self,
