@@ -143,8 +143,54 @@ def test_flextok_official_card_loads_from_a_hub_repo_in_the_upstream_layout(fixt
 def test_flextok_official_cards_state_the_research_only_weights_license():
     from zoo.registry import card_data, list_models
 
-    tokenizers = [n for n in list_models("flextok*") if card_data(n).get("hub_repo", "").startswith("EPFL-VILAB/")]
-    vaes = [n for n in list_models("flextok-vae-*") if card_data(n).get("weights_repo", "").startswith("EPFL-VILAB/")]
+    official = [n for n in list_models("flextok*") if card_data(n).get("hub_repo", "").startswith("EPFL-VILAB/")]
+    tokenizers = [n for n in official if card_data(n)["arch"] == "flextok"]
+    vaes = [n for n in list_models("flextok-vae-*") if card_data(n).get("hub_repo", "").startswith("EPFL-VILAB/")]
     assert len(tokenizers) == 4 and len(vaes) == 3
     for name in tokenizers + vaes:
         assert card_data(name)["license_name"] == "apple-amlr", name
+
+
+def _diffusers_vae_repo(fixture_dir, folder: Path) -> Path:
+    """The VAE part of the fixture saved as EPFL-VILAB publishes its VAEs: a diffusers folder."""
+    from diffusers import AutoencoderKL
+    from safetensors import safe_open
+
+    require_fixture(fixture_dir, "flextok")
+    config = json.loads((Path(fixture_dir) / "config.json").read_text())["vae_diffusers_config"]
+    vae = AutoencoderKL.from_config({k: v for k, v in config.items() if not k.startswith("_")})
+    with safe_open(str(Path(fixture_dir) / "weights.safetensors"), framework="pt") as f:
+        state = {k[len("vae.vae.") :]: f.get_tensor(k) for k in f.keys() if k.startswith("vae.vae.")}
+    vae.load_state_dict(state, strict=True)
+    vae.save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("fixture_dir", FIXTURES)
+def test_flextok_vae_loads_from_a_diffusers_folder_and_reproduces_the_latents(fixture_dir, tmp_path):
+    import zoo
+
+    repo = _diffusers_vae_repo(fixture_dir, tmp_path / "flextok_vae_c16")
+    vae = zoo.load(repo, arch="flextok-vae")
+    io = _fixture_io(fixture_dir)
+    scale = json.loads((Path(fixture_dir) / "config.json").read_text())["upstream_config"]["vae"]["scaling_factor"]
+    tokens = vae.encode(io["images"])
+    b, c, h, w = io["vae_latents"].shape
+    latents = tokens.embeddings.transpose(1, 2).reshape(b, c, h, w) * scale
+    assert (latents - io["vae_latents"]).abs().max() <= 1e-5
+    assert vae.decode(tokens).shape == io["images"].shape
+
+
+@pytest.mark.parametrize("fixture_dir", FIXTURES)
+def test_flextok_vae_card_loads_from_a_hub_repo_in_the_diffusers_layout(fixture_dir, tmp_path, request):
+    import zoo
+
+    try:
+        hub = request.getfixturevalue("hub")
+    except pytest.FixtureLookupError:
+        pytest.skip("the local Hub server (tests/hubserver.py, `hub` fixture) is not in this checkout yet")
+    repo = _diffusers_vae_repo(fixture_dir, tmp_path / "flextok_vae_c16")
+    hub.upload_folder("EPFL-VILAB/flextok_vae_c16", repo)
+    vae = zoo.load("flextok-vae-c16")
+    io = _fixture_io(fixture_dir)
+    assert vae.encode(io["images"]).embeddings.shape[-1] == io["vae_latents"].shape[1]

@@ -76,23 +76,24 @@ def vae_card(name: str):
         "'Stage 0' autoencoder; the FlexTok tokenizers carry the 16-channel one inside their own checkpoint."
     )
     body = (
-        "\n## Loading\n\nThe repo is a diffusers folder (config.json + diffusion_pytorch_model.safetensors). "
-        "tokenzoo has no standalone VAE architecture yet: load it with diffusers, "
-        f"`AutoencoderKL.from_pretrained('{repo}')`, or use the tokenizer cards, which include this VAE.\n"
+        "\n## Loading\n\nThe repo is a diffusers folder (config.json + diffusion_pytorch_model.safetensors), "
+        f"loaded as published: `zoo.load({name!r})` reads the structural fields of its config.json (refusing any "
+        "it does not implement), builds the AutoencoderKL and loads the weights strictly. `encode` returns the "
+        "posterior mode as continuous tokens, embeddings (B, h*w, C) in row-major order; `decode` inverts it.\n"
         + LICENSE_BODY
     )
     return make_card(
         name=name,
-        arch="flextok",
+        arch="flextok-vae",
         modality="image",
         license="apple-amlr",
         summary=summary,
         upstream_repo=UPSTREAM,
         upstream_revision=UPSTREAM_REVISION,
         paper=PAPER,
-        weights_repo=repo,
-        weights_hint=f"diffusers AutoencoderKL at https://huggingface.co/{repo}; not a tokenzoo FlexTok folder.",
-        weights=f"Published by EPFL-VILAB at https://huggingface.co/{repo}.",
+        hub_repo=repo,
+        revision="main",
+        weights=f"Published by EPFL-VILAB at https://huggingface.co/{repo} (diffusers layout, loaded as is).",
         body=body,
     )
 
