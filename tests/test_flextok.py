@@ -134,6 +134,15 @@ def test_save_and_load_round_trip_gives_identical_tokens(model, tmp_path):
     assert torch.equal(loaded.encode(x).ids, model.encode(x).ids)
 
 
+def test_model_cast_to_bfloat16_encodes_and_decodes(model, tmp_path):
+    import zoo
+
+    model.save_pretrained(tmp_path / "m")
+    half = zoo.load(tmp_path / "m", dtype=torch.bfloat16)
+    out = half.decode(half.encode(images(1)))
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+
+
 def test_registry_names_this_class():
     from zoo.registry import get_arch
 

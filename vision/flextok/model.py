@@ -183,6 +183,8 @@ class FlexTokEncoder(nn.Module):
     def forward(self, latents: Tensor, return_trunk: bool = False):
         b, _, h, w = latents.shape
         grid = (h // self.patch_size[0], w // self.patch_size[1])
+        if not torch.is_autocast_enabled(latents.device.type):
+            latents = latents.to(self.patch_proj.weight.dtype)
         patches = self.patch_proj(patchify(latents, self.patch_size))  # (B, P, D)
         pos = self.patch_posemb[0, :, : grid[0], : grid[1]].flatten(1).T  # (P, D)
         patches = patches + pos.to(patches.dtype)
@@ -304,16 +306,11 @@ class FlexTok(ZooModel):
 
         Upstream folders are parsed through the allowlist in ``convert.py``, never instantiated.
         """
-        import json
-
         from vision.flextok.convert import is_upstream_folder, load_upstream_folder
 
         folder = Path(folder)
-        config_path = folder / "config.json"
-        if config_path.is_file() and is_upstream_folder(folder):
+        if is_upstream_folder(folder):
             return load_upstream_folder(folder, source=source or str(folder), revision=revision)
-        if config_path.is_file():
-            json.loads(config_path.read_text())  # a broken file errors here, naming JSON
         return super().from_folder(folder, source=source, revision=revision)
 
     # ---- preprocessing ---------------------------------------------------------------------------
