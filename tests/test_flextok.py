@@ -220,3 +220,12 @@ def test_preprocess_reports_a_corrupt_file(model, tmp_path):
 def test_config_errors_name_the_field(field, value):
     with pytest.raises(ConfigError, match=field):
         dataclasses.replace(TEST_CONFIG, **{field: value})
+
+
+def test_zero_null_condition_has_no_weights_and_replaces_every_register_by_zeros():
+    m = FlexTok(dataclasses.replace(TEST_CONFIG, null_condition="zero"))
+    assert not any("null_cond" in k for k in m.state_dict())
+    codes = m.fsq.ids_to_codes(torch.zeros(2, 8, dtype=torch.int64))
+    registers = m.decoder.condition(codes, torch.tensor([8, 3]), torch.tensor([True, False]))
+    assert torch.equal(registers[0], torch.zeros(8, 32))
+    assert torch.equal(registers[1, 3:], m.decoder.mask_token.expand(5, -1))
