@@ -122,12 +122,22 @@ class AdaLNBlock(Block):
 
     def forward(self, x: Tensor, temb: Tensor, group_sizes: tuple[int, ...], mask: Tensor | None = None) -> Tensor:
         b, _, d = x.shape
-        chunks = self.adaLN_modulation(temb).view(b, self.groups, 6 * d)  # (B, G, 6D)
-        sizes = torch.tensor(group_sizes, device=x.device)
-        per_token = chunks.repeat_interleave(sizes, dim=1)  # (B, N, 6D)
-        gate_msa, gate_mlp, shift_msa, scale_msa, shift_mlp, scale_mlp = per_token.chunk(6, dim=-1)
-        x = x + gate_msa * self.attn(plain_layer_norm(x) * (1 + scale_msa) + shift_msa, mask)
-        return x + gate_mlp * self.mlp(plain_layer_norm(x) * (1 + scale_mlp) + shift_mlp)
+        mod = self.adaLN_modulation(temb).view(b, self.groups, 6, d)  # (B, G, 6, D)
+        gate_msa, gate_mlp, shift_msa, scale_msa, shift_mlp, scale_mlp = range(6)
+
+        def per_group(y: Tensor, fn) -> Tensor:
+            # each token group gets its own (B, 1, D) vectors; no (B, N, 6D) tensor is built
+            parts = y.split(list(group_sizes), dim=1)
+            return torch.cat([fn(part, mod[:, g, :, None, :]) for g, part in enumerate(parts)], dim=1)
+
+        def modulate(y: Tensor, shift: int, scale: int) -> Tensor:
+            return per_group(plain_layer_norm(y), lambda p, m: p * (1 + m[:, scale]) + m[:, shift])
+
+        def gated(y: Tensor, gate: int) -> Tensor:
+            return per_group(y, lambda p, m: p * m[:, gate])
+
+        x = x + gated(self.attn(modulate(x, shift_msa, scale_msa), mask), gate_msa)
+        return x + gated(self.mlp(modulate(x, shift_mlp, scale_mlp)), gate_mlp)
 
 
 class TimestepEmbedder(nn.Module):
