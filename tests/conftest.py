@@ -1,11 +1,78 @@
-"""Test-wide settings: a private Hub cache so no test touches the user's ~/.cache or the network."""
+"""Test-wide settings: a local Hub server and a private Hub cache, so no test touches ~/.cache or the network.
+
+huggingface_hub reads its settings once, when it is first imported, so they are set here, before any
+test module imports it:
+- ``HF_ENDPOINT`` points at one local :class:`tests.hubserver.HubServer` per test session (a free
+  port on 127.0.0.1). A test that forgets to set up its repos gets a fast RepoNotFound, never the
+  real Hub.
+- ``HF_HOME``/``HF_HUB_CACHE`` point into a temporary folder removed at exit.
+- Xet is off, so uploads and downloads take the plain HTTP/LFS path the server speaks.
+
+Fixtures:
+- ``hub``: the server, emptied for this test, with ``hf_cache`` in place.
+- ``hf_cache``: a fresh, empty Hub cache folder for this test (the client's default cache_dir).
+- ``hub_env``: environment variables for a subprocess that should use the same server and cache.
+- ``tiny_arch``: registers tests/tiny_model.py's TinyModel as arch ``test-tiny`` for one test.
+"""
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
-# Before anything imports huggingface_hub: no telemetry, no real endpoint.
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-os.environ.setdefault(
-    "HF_ENDPOINT", "http://127.0.0.1:9"
-)  # the discard port: a test that forgets its server fails fast
+import pytest
+
+_HF_HOME = tempfile.mkdtemp(prefix="tokenzoo-test-hf-")
+atexit.register(shutil.rmtree, _HF_HOME, ignore_errors=True)
+os.environ["HF_HOME"] = _HF_HOME
+os.environ["HF_HUB_CACHE"] = os.path.join(_HF_HOME, "hub")
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ["HF_HUB_DISABLE_XET"] = "1"
+os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+os.environ["HF_HUB_DISABLE_UPDATE_CHECK"] = "1"
+for _name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+    os.environ.pop(_name, None)
+
+from tests.hubserver import HubServer  # noqa: E402  (the settings above must come first)
+
+HUB = HubServer().start()
+os.environ["HF_ENDPOINT"] = HUB.url
+
+
+@pytest.fixture
+def hf_cache(tmp_path, monkeypatch) -> Path:
+    """An empty Hub cache for this test; the client uses it when no cache_dir is passed."""
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hf-cache"
+    cache.mkdir()
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    return cache
+
+
+@pytest.fixture
+def hub(hf_cache) -> HubServer:
+    """The session's local Hub, with no repos, faults or logged requests left from other tests."""
+    HUB.reset()
+    yield HUB
+    HUB.reset()
+
+
+@pytest.fixture
+def hub_env(hf_cache) -> dict[str, str]:
+    """os.environ for a subprocess that talks to the same local Hub and cache (add HF_HUB_OFFLINE etc.)."""
+    return {**os.environ, "HF_ENDPOINT": HUB.url, "HF_HUB_CACHE": str(hf_cache)}
+
+
+@pytest.fixture
+def tiny_arch(monkeypatch) -> str:
+    """Register tests/tiny_model.py's TinyModel as arch ``test-tiny`` for this test only."""
+    from tests import tiny_model
+    from zoo import registry
+
+    monkeypatch.setitem(registry.ARCHITECTURES, tiny_model.ARCH, tiny_model.TARGET)
+    return tiny_model.ARCH

@@ -113,14 +113,14 @@ class Tokens:
         )
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Tokens:
-        """Move every tensor to ``device``; ``dtype`` applies to the floating ones (embeddings) only."""
+        """Move every tensor to ``device``; ``dtype`` applies to the embeddings only (meta keeps its dtypes)."""
 
         def move(t: Tensor) -> Tensor:
             if dtype is not None and t.is_floating_point():
                 return t.to(device=device, dtype=dtype)
             return t.to(device=device)
 
-        return self._map(move)
+        return self._map(move, meta_fn=lambda t: t.to(device=device))
 
     def __getitem__(self, index: int | slice | Tensor | list[int]) -> Tokens:
         """Select samples along the batch dimension (an int keeps the batch dimension)."""
@@ -147,6 +147,24 @@ class Tokens:
         if not items:
             raise InputError("Tokens.cat needs at least one Tokens")
         first = items[0]
+        for i, t in enumerate(items[1:], start=1):
+            if t.num_positions != first.num_positions:
+                raise InputError(
+                    f"Tokens.cat: item {i} has N={t.num_positions} positions, item 0 has {first.num_positions}; "
+                    "pad or truncate them to one length first"
+                )
+            if (t.ids is None) != (first.ids is None) or (t.embeddings is None) != (first.embeddings is None):
+                raise InputError(f"Tokens.cat: item {i} does not hold the same kinds (ids/embeddings) as item 0")
+            if set(t.meta) != set(first.meta):
+                raise InputError(
+                    f"Tokens.cat: item {i} has meta keys {sorted(t.meta)}, item 0 has {sorted(first.meta)}"
+                )
+            for key, value in first.meta.items():
+                if not isinstance(value, Tensor) and t.meta[key] != value:
+                    raise InputError(
+                        f"Tokens.cat: batch-wide meta[{key!r}] differs: {value!r} (item 0) "
+                        f"vs {t.meta[key]!r} (item {i})"
+                    )
 
         def join(name):
             parts = [getattr(t, name) for t in items]
@@ -197,25 +215,44 @@ class Tokens:
             raise CorruptFileError(str(path), f"not a readable safetensors file ({err})") from err
         if header.get("format") != "tokenzoo.tokens" or "mask" not in tensors:
             raise CorruptFileError(str(path), "not a tokenzoo tokens file (no 'tokenzoo.tokens' format tag)")
-        meta: dict[str, Any] = json.loads(header.get("meta", "{}"))
+        try:
+            meta: dict[str, Any] = json.loads(header.get("meta", "{}"))
+        except ValueError as err:
+            raise CorruptFileError(str(path), f"its batch-wide meta is not valid JSON ({err})") from err
         meta.update({k[len("meta.") :]: v for k, v in tensors.items() if k.startswith("meta.")})
-        return cls(ids=tensors.get("ids"), embeddings=tensors.get("embeddings"), mask=tensors["mask"], meta=meta)
+        try:
+            return cls(ids=tensors.get("ids"), embeddings=tensors.get("embeddings"), mask=tensors["mask"], meta=meta)
+        except InputError as err:
+            raise CorruptFileError(str(path), f"its tensors do not form valid Tokens ({err})") from err
+
+
+def _process_umask() -> int:
+    mask = os.umask(0o022)  # os.umask can only be read by setting it; done once, at import
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _process_umask()
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place."""
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place.
+
+    A crash or an error in ``write`` leaves the old file (or none) and no temporary file behind.
+    """
+    import tempfile
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
     try:
         write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # some writers create 0600 files; give the usual permissions
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
 
 
 # ---- configs ------------------------------------------------------------------------------------

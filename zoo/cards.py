@@ -1,34 +1,71 @@
-"""Model cards: a README.md with a YAML header, read and written through huggingface_hub's ModelCard.
+"""Model cards: a README.md with a YAML header, written through huggingface_hub's ModelCard / ModelCardData.
 
-The YAML fields tokenzoo relies on:
+The YAML fields tokenzoo relies on (``REQUIRED_FIELDS`` must be present in every card):
 
     library_name: tokenzoo
-    arch: hot-mixste            # registry architecture
+    arch: hot-mixste            # registry architecture (zoo.registry.ARCHITECTURES)
     modality: pose              # text | image | audio | pose | em_volume
-    license: apache-2.0         # the upstream license of the weights
+    license: apache-2.0         # the license of the weights: a Hub license id, or `other` with
+    license_name: my-license    #   license_name (and license_link) for a custom license
+    tokens: 81 kept frames x 17 joints, 512-d embeddings     # what a token is, for the README table
     upstream_repo: NationalGAILab/HoT
     upstream_revision: <commit sha or tag>
     paper: https://arxiv.org/abs/...
+    weights: how the weights were made (trained here by ..., converted from ...)
     hub_repo: org/name          # official checkpoints: where the weights live (absent for bundled ones)
     revision: <sha>             # pinned revision of hub_repo
-    weights: how the weights were made (trained here by ..., converted from ...)
-    model-index: metrics with their protocol (ModelCardData eval_results)
+    weights_hint: how to convert a published file we cannot download (cards without weights)
+    model-index: metrics, each with the protocol it was measured under (EvalResult.metric_args)
+
+``models_table()`` renders the README's table of models from hub_cards/;
+``python -m zoo.cards --update-readme README.md`` writes it between the README's
+``<!-- models-table ... -->`` and ``<!-- /models-table -->`` markers (``--check`` only compares).
 """
 
 from __future__ import annotations
 
+import argparse
+import re
+import sys
 from pathlib import Path
 from typing import Any
 
 REQUIRED_FIELDS = ("library_name", "arch", "modality", "license")
+LIBRARY_NAME = "tokenzoo"
+
+# License ids the Hub knows (a subset: the ones tokenizer weights tend to carry); anything else is
+# written as `license: other` + `license_name`, as the Hub asks for custom licenses.
+HUB_LICENSES = frozenset(
+    {
+        "apache-2.0",
+        "mit",
+        "bsd-2-clause",
+        "bsd-3-clause",
+        "cc0-1.0",
+        "cc-by-4.0",
+        "cc-by-sa-4.0",
+        "cc-by-nc-4.0",
+        "cc-by-nc-sa-4.0",
+        "cc-by-nc-nd-4.0",
+        "gpl-3.0",
+        "lgpl-3.0",
+        "agpl-3.0",
+        "mpl-2.0",
+        "openrail",
+        "creativeml-openrail-m",
+        "unlicense",
+        "other",
+        "unknown",
+    }
+)
+_HUB_LICENSES = HUB_LICENSES  # the name the first version used
 
 
 def read_card_data(path: str | Path) -> dict[str, Any]:
-    """The YAML header of a card file as a plain dict (empty if the card has none)."""
-    from huggingface_hub import ModelCard
+    """The YAML header of a local card file as a plain dict (empty if the card has none)."""
+    from huggingface_hub.repocard import metadata_load
 
-    card = ModelCard.load(Path(path), ignore_metadata_errors=True)
-    return card.data.to_dict()
+    return metadata_load(Path(path)) or {}
 
 
 def make_card(
@@ -38,6 +75,7 @@ def make_card(
     modality: str,
     license: str,
     summary: str,
+    tokens: str | None = None,
     upstream_repo: str | None = None,
     upstream_revision: str | None = None,
     paper: str | None = None,
@@ -45,31 +83,39 @@ def make_card(
     hub_repo: str | None = None,
     revision: str | None = None,
     metrics: list[dict[str, Any]] | None = None,
+    license_link: str | None = None,
     body: str = "",
     **extra: Any,
 ):
-    """Build a ModelCard for a zoo model.
+    """Build the ModelCard (README.md) of a zoo model.
 
-    ``metrics`` entries are dicts with ``name``, ``value``, ``type`` (a short metric id),
-    ``dataset`` and ``protocol`` (how it was measured, e.g. "held-out synthetic clips, 27 frames").
+    Args:
+        license: a Hub license id (``apache-2.0``, ``mit``, ...) or the name of a custom license,
+            which is written as ``license: other`` + ``license_name`` (+ ``license_link``).
+        tokens: one line saying what a token is (vocabulary, rate, shape), shown in the README table.
+        metrics: dicts with ``name``, ``value``, ``type`` (a short metric id such as ``psnr``),
+            ``dataset`` and ``protocol`` (how it was measured, e.g. "held-out synthetic clips, 27 frames");
+            optional ``task`` and ``dataset_type``. They become the card's model-index.
+        extra: further YAML fields (``weights_hint``, ``datasets``, ...).
     """
-    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+    from huggingface_hub import ModelCard, ModelCardData
 
-    eval_results = [
-        EvalResult(
-            task_type=m.get("task", "tokenization"),
-            dataset_type=m.get("dataset_type", "custom"),
-            dataset_name=m["dataset"],
-            metric_type=m["type"],
-            metric_name=m["name"],
-            metric_value=m["value"],
-            metric_config=m.get("protocol"),
-        )
-        for m in metrics or []
-    ]
+    from zoo.api import MODALITIES
+    from zoo.errors import ConfigError
+
+    if modality not in MODALITIES:
+        raise ConfigError(f"make_card: modality {modality!r} is not one of {', '.join(MODALITIES)}")
+    if not license:
+        raise ConfigError("make_card: license is required (the license of the weights)")
+    for i, m in enumerate(metrics or []):
+        missing = [k for k in ("name", "value", "type", "dataset", "protocol") if k not in m]
+        if missing:
+            raise ConfigError(f"make_card: metrics[{i}] lacks {', '.join(missing)}")
+    custom_license = license not in HUB_LICENSES
     fields = {
         "arch": arch,
         "modality": modality,
+        "tokens": tokens,
         "upstream_repo": upstream_repo,
         "upstream_revision": upstream_revision,
         "paper": paper,
@@ -79,28 +125,73 @@ def make_card(
         **extra,
     }
     data = ModelCardData(
-        library_name="tokenzoo",
-        license=license if license in _HUB_LICENSES else "other",
+        library_name=LIBRARY_NAME,
+        license="other" if custom_license else license,
+        license_name=_license_slug(license) if custom_license else None,
+        license_link=license_link,
         model_name=name,
-        eval_results=eval_results or None,
-        tags=["tokenzoo", modality, arch],
+        eval_results=[_eval_result(m) for m in metrics or []] or None,
+        tags=[LIBRARY_NAME, modality, arch],
         **{k: v for k, v in fields.items() if v is not None},
     )
-    if license not in _HUB_LICENSES:
-        data.license_name = license
-    metric_lines = "\n".join(
-        f"| {m['name']} | {m['value']} | {m['dataset']} | {m.get('protocol', '')} |" for m in metrics or []
+    sections = [f"# {name}", summary.strip()]
+    facts = [
+        ("Architecture", f"`{arch}` ({modality})"),
+        ("Tokens", tokens),
+        ("Upstream", _upstream_text(upstream_repo, upstream_revision)),
+        ("Paper", paper),
+        ("Weights on the Hub", f"`hf-hub:{hub_repo}@{revision}`" if hub_repo and revision else hub_repo),
+        ("License of the weights", license + (f" ({license_link})" if license_link else "")),
+    ]
+    sections.append("\n".join(f"- **{k}**: {v}" for k, v in facts if v))
+    if weights:
+        sections.append(f"## How the weights were made\n\n{weights.strip()}")
+    if metrics:
+        rows = "\n".join(
+            f"| {_cell(m['name'])} | {_cell(m['value'])} | {_cell(m['dataset'])} | {_cell(m['protocol'])} |"
+            for m in metrics
+        )
+        sections.append(f"## Metrics\n\n| metric | value | data | protocol |\n|---|---|---|---|\n{rows}")
+    sections.append(
+        f"## Use\n\n```python\nimport zoo\n\nmodel = zoo.load({name!r})\ntokens = model.encode(model.preprocess(x))\n"
+        "x_hat = model.decode(tokens)\n```"
     )
-    table = (
-        f"\n## Metrics\n\n| metric | value | data | protocol |\n|---|---|---|---|\n{metric_lines}\n" if metrics else ""
+    if body.strip():
+        sections.append(body.strip())
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n\n".join(s for s in sections if s) + "\n")
+
+
+def _eval_result(metric: dict[str, Any]):
+    from huggingface_hub import EvalResult
+
+    return EvalResult(
+        task_type=metric.get("task", "tokenization"),
+        dataset_type=metric.get("dataset_type", "custom"),
+        dataset_name=metric["dataset"],
+        metric_type=metric["type"],
+        metric_name=metric["name"],
+        metric_value=metric["value"],
+        metric_args={"protocol": metric["protocol"]},
     )
-    weights_text = f"\n## Weights\n\n{weights}\n" if weights else ""
-    text = (
-        f"---\n{data.to_yaml()}\n---\n\n# {name}\n\n{summary}\n{weights_text}{table}"
-        f"\n## Use\n\n```python\nimport zoo\nmodel = zoo.load({name!r})\ntokens = model.encode(x)\n```\n"
-        f"\nLicense of the weights: {license}.\n{body}"
-    )
-    return ModelCard(text)
+
+
+def card_metrics(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The metrics of a card's model-index as ``make_card`` takes them (name, value, type, dataset, protocol)."""
+    from huggingface_hub.repocard_data import model_index_to_eval_results
+
+    if not data.get("model-index"):
+        return []
+    _, results = model_index_to_eval_results(data["model-index"])
+    return [
+        {
+            "name": r.metric_name or r.metric_type,
+            "value": r.metric_value,
+            "type": r.metric_type,
+            "dataset": r.dataset_name,
+            "protocol": (r.metric_args or {}).get("protocol", r.metric_config),
+        }
+        for r in results
+    ]
 
 
 def card_license(data: dict[str, Any]) -> str:
@@ -108,27 +199,126 @@ def card_license(data: dict[str, Any]) -> str:
     return data.get("license_name") or data.get("license", "unknown")
 
 
+def card_problems(data: dict[str, Any]) -> list[str]:
+    """What a card's YAML lacks or gets wrong, as sentences (empty when the card is complete)."""
+    from zoo.api import MODALITIES
+
+    problems = [f"no {field!r}" for field in REQUIRED_FIELDS if not data.get(field)]
+    if data.get("library_name") not in (None, LIBRARY_NAME):
+        problems.append(f"library_name is {data['library_name']!r}, not {LIBRARY_NAME!r}")
+    if data.get("modality") and data["modality"] not in MODALITIES:
+        problems.append(f"modality {data['modality']!r} is not one of {', '.join(MODALITIES)}")
+    if data.get("license") == "other" and not data.get("license_name"):
+        problems.append("license is 'other' but license_name does not say which")
+    return problems
+
+
 def card_for_model(model: Any):
     """A minimal card for a model saved without one (fine-tunes and conversions pass their own)."""
     return make_card(
-        name=getattr(model, "name", model.arch),
+        name=getattr(model, "name", None) or model.arch,
         arch=model.arch,
         modality=model.modality,
-        license=getattr(model, "license", "other"),
-        summary=f"A {model.arch} model saved by tokenzoo.",
+        license=getattr(model, "license", None) or "unknown",
+        summary=f"A `{model.arch}` model saved by tokenzoo. Its maker did not describe it further.",
     )
 
 
-# Licenses the Hub knows by id; anything else is written as `other` + license_name.
-_HUB_LICENSES = {
-    "apache-2.0",
-    "mit",
-    "bsd-3-clause",
-    "cc-by-4.0",
-    "cc-by-nc-4.0",
-    "cc-by-sa-4.0",
-    "cc-by-nc-sa-4.0",
-    "openrail",
-    "other",
-    "unknown",
-}
+def _license_slug(license: str) -> str:
+    """The Hub wants custom license names as lowercase slugs."""
+    return re.sub(r"[^a-z0-9.]+", "-", license.lower()).strip("-") or "custom"
+
+
+def _upstream_text(repo: str | None, revision: str | None) -> str | None:
+    if not repo:
+        return None
+    link = repo if repo.startswith("http") else f"https://github.com/{repo}"
+    return f"[{repo}]({link})" + (f" at `{revision}`" if revision else "")
+
+
+def _cell(value: Any) -> str:
+    """A value made safe for one Markdown table cell."""
+    return str(value).replace("|", "\\|").replace("\n", " ").strip()
+
+
+# ---- the README's models table ------------------------------------------------------------------
+TABLE_START = re.compile(r"<!-- models-table\b.*?-->\n?", re.S)
+TABLE_END = "<!-- /models-table -->"
+
+
+def _source(folder: Path, data: dict[str, Any]) -> str:
+    """Where a model's weights come from, in a few words."""
+    if (folder / "model.safetensors").is_file():
+        return f"bundled (`hub_cards/{folder.name}`)"
+    if data.get("hub_repo"):
+        rev = str(data.get("revision") or "")
+        pin = f"@{rev[:7] if re.fullmatch(r'[0-9a-f]{40}', rev) else rev}" if rev else ""
+        return f"[hf-hub:{data['hub_repo']}{pin}](https://huggingface.co/{data['hub_repo']})"
+    if data.get("weights_hint"):
+        return "convert the published checkpoint (see card)"
+    return "card only"
+
+
+def models_table(cards_root: str | Path | None = None) -> str:
+    """Markdown table of every model in hub_cards/: model, arch, modality, license, tokens, source."""
+    from zoo.registry import cards_dir
+
+    root = Path(cards_root) if cards_root is not None else cards_dir()
+    rows = ["| model | arch | modality | license | tokens | source |", "|---|---|---|---|---|---|"]
+    folders = sorted(p for p in root.iterdir() if (p / "README.md").is_file()) if root.is_dir() else []
+    for folder in folders:
+        data = read_card_data(folder / "README.md")
+        cells = [
+            f"[{folder.name}](hub_cards/{folder.name}/README.md)",
+            f"`{data.get('arch', '')}`",
+            data.get("modality", ""),
+            card_license(data),
+            data.get("tokens", ""),
+            _source(folder, data),
+        ]
+        rows.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def update_readme(path: str | Path, table: str | None = None, check: bool = False) -> bool:
+    """Put ``table`` (default: ``models_table()``) between the README's models-table markers.
+
+    Returns True if the README was (``check``: would be) changed. Raises ValueError if a marker is missing.
+    """
+    path = Path(path)
+    text = path.read_text()
+    start = TABLE_START.search(text)
+    end = text.find(TABLE_END, start.end() if start else 0)
+    if start is None or end < 0:
+        raise ValueError(f"{path} has no '<!-- models-table ... -->' ... '{TABLE_END}' markers")
+    table = models_table() if table is None else table
+    new = text[: start.end()] + table + text[end:]
+    if new == text:
+        return False
+    if not check:
+        from zoo.api import atomic_write
+
+        atomic_write(path, lambda tmp: tmp.write_text(new))
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m zoo.cards", description="Render the README's models table.")
+    parser.add_argument("--update-readme", metavar="README", help="rewrite the table in this README")
+    parser.add_argument("--check", metavar="README", help="exit 1 if this README's table is out of date")
+    args = parser.parse_args(argv)
+    if args.update_readme:
+        changed = update_readme(args.update_readme)
+        print(f"{args.update_readme}: models table {'updated' if changed else 'already current'}")
+        return 0
+    if args.check:
+        if update_readme(args.check, check=True):
+            print(f"{args.check}: the models table is out of date; run `make readme`", file=sys.stderr)
+            return 1
+        return 0
+    sys.stdout.write(models_table())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -23,20 +23,38 @@ class InputError(ZooError, ValueError):
 
 
 class UnknownModelError(ZooError, KeyError):
-    """A model or architecture name is not in the registry."""
+    """A model or architecture name is not in the registry.
 
-    def __init__(self, name: str, known: Iterable[str] = (), kind: str = "model"):
+    ``unknown model 'byte-utf'. Did you mean: byte-utf8? See `tokenzoo list` for the 1 known names; ...``
+    """
+
+    def __init__(self, name: str, known: Iterable[str] = (), kind: str = "model", hint: str = ""):
         self.name, self.kind = name, kind
         self.known = sorted(known)
-        close = [k for k in self.known if name.lower() in k.lower() or k.lower() in name.lower()][:5]
-        hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        super().__init__(
-            f"unknown {kind} {name!r}.{hint} See `tokenzoo list` for the {len(self.known)} known names; "
+        self.suggestions = close_names(name, self.known)
+        did_you_mean = f" Did you mean: {', '.join(self.suggestions)}?" if self.suggestions else ""
+        hint = hint or (
             "load a Hub repo with 'hf-hub:org/repo[@revision]' or a folder by its path."
+            if kind == "model"
+            else f"the known {kind} names are listed by zoo.list_archs()."
+        )
+        super().__init__(
+            f"unknown {kind} {name!r}.{did_you_mean} See `tokenzoo list` for the {len(self.known)} known names; {hint}"
         )
 
     def __str__(self) -> str:  # KeyError quotes its message; show it plainly
         return self.args[0]
+
+
+def close_names(name: str, known: Iterable[str], limit: int = 5) -> list[str]:
+    """Known names that contain ``name`` (or are contained in it), then the closest spellings."""
+    import difflib
+
+    known = list(known)
+    lowered = name.lower()
+    close = [k for k in known if lowered in k.lower() or (k.lower() in lowered and len(k) > 2)]
+    close += [k for k in difflib.get_close_matches(name, known, n=limit, cutoff=0.6) if k not in close]
+    return close[:limit]
 
 
 class ModelFileNotFoundError(ZooError, FileNotFoundError):
@@ -66,10 +84,12 @@ class RepoNotFoundError(ZooError, FileNotFoundError):
 class RevisionNotFoundError(ZooError, FileNotFoundError):
     """A branch, tag or commit does not exist in a Hub repository."""
 
-    def __init__(self, repo_id: str, revision: str):
-        self.repo_id, self.revision = repo_id, revision
+    def __init__(self, repo_id: str, revision: str, endpoint: str | None = None):
+        self.repo_id, self.revision, self.endpoint = repo_id, revision, endpoint
+        where = f" on {endpoint}" if endpoint else ""
         super().__init__(
-            f"revision {revision!r} not found in Hub repo {repo_id!r}. Use a branch, tag or full commit sha."
+            f"revision {revision!r} not found in Hub repo {repo_id!r}{where}. "
+            "Use a branch, a tag or a full 40-character commit sha."
         )
 
     def __str__(self) -> str:
@@ -77,13 +97,18 @@ class RevisionNotFoundError(ZooError, FileNotFoundError):
 
 
 class OfflineError(ZooError, FileNotFoundError):
-    """The Hub cannot be reached (or HF_HUB_OFFLINE=1) and the files are not in the local cache."""
+    """The Hub cannot be reached (or HF_HUB_OFFLINE=1) and the files are not in the local cache.
 
-    def __init__(self, repo_id: str, revision: str | None, file: str):
+    ``model.safetensors of hf-hub:org/repo@main is not in the local cache, and HF_HUB_OFFLINE=1 forbids
+    downloading it. Download it once while online, or load a local folder.``
+    """
+
+    def __init__(self, repo_id: str, revision: str | None, file: str, reason: str = ""):
         self.repo_id, self.revision, self.file = repo_id, revision, file
+        self.reason = reason or "the Hub cannot be reached"
         super().__init__(
-            f"{file} of {repo_id}@{revision or 'main'} is not in the local cache and the Hub cannot be reached "
-            "(offline). Download it once while online, or load a local folder."
+            f"{file} of hf-hub:{repo_id}@{revision or 'main'} is not in the local cache, and {self.reason}. "
+            "Download it once while online, or load a local folder."
         )
 
     def __str__(self) -> str:
@@ -100,12 +125,16 @@ class CorruptFileError(ZooError, ValueError):
 
 
 class UnsafeFormatError(ZooError, ValueError):
-    """A pickle-based checkpoint (.bin, .pt, .pth, .ckpt) was offered where only safetensors is accepted."""
+    """A pickle-based checkpoint (.bin, .pt, .pth, .ckpt) was offered where only safetensors is accepted.
 
-    def __init__(self, file: str):
-        self.file = file
+    Pickles can run code when they are opened, so tokenzoo never opens one outside ``convert.py``.
+    """
+
+    def __init__(self, file: str, source: str | None = None):
+        self.file, self.source = file, source
+        at = f" in {source}" if source else ""
         super().__init__(
-            f"{file} is a pickle-based checkpoint; tokenzoo loads safetensors only. "
+            f"{file}{at} is a pickle-based checkpoint; tokenzoo loads safetensors only and did not open it. "
             "Convert it once with `tokenzoo convert ARCH CKPT --out DIR`."
         )
 

@@ -3,18 +3,27 @@
 A model folder (and a Hub repo) holds README.md (the card), config.json and model.safetensors.
 Downloads go through the real ``huggingface_hub`` client, so revisions, the cache and
 ``HF_HUB_OFFLINE=1`` behave as everywhere else in the ecosystem; its errors are translated into
-tokenzoo's, which name the repo, the revision and the file. Every weight file is checked before it
-is used: a cached blob whose content does not hash to its ETag (sha256 for LFS files, git sha1
-otherwise) or whose safetensors header does not parse is deleted from the cache and reported.
+tokenzoo's, which name the repo, the revision and the file.
+
+What reaches a model is checked first:
+- every file a download brings is hashed against the ETag its cache blob is named by (sha256 for
+  LFS files, the git blob sha1 otherwise); a mismatch evicts the blob and its snapshot entry, so a
+  corrupted transfer never stays in the cache. Files already cached were checked when they came.
+- a safetensors file must be exactly as long as its header says (a truncated file is refused, and
+  evicted from the cache), and a pickle is refused by its suffix or its first bytes, unopened.
+- all files of one load come from one commit: the first download resolves the revision (a branch
+  or tag may move while we fetch) and the rest are fetched at that commit sha.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import tempfile
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -32,25 +41,69 @@ from zoo.errors import (
     UnsafeFormatError,
 )
 
+logger = logging.getLogger(__name__)
+
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 CARD_NAME = "README.md"
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+# First bytes of torch.save files: a zip archive (torch >= 1.6) or a raw pickle (protocol 2..5).
+PICKLE_MAGICS = (b"PK\x03\x04", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
 
 
 # ---- weights ------------------------------------------------------------------------------------
+def refuse_pickle(path: Path, source: str | None = None) -> None:
+    """Raise UnsafeFormatError if ``path`` is a pickle by name or by its first bytes (it is not unpickled)."""
+    path = Path(path)
+    if path.suffix in PICKLE_SUFFIXES:
+        raise UnsafeFormatError(path.name, source or str(path.parent))
+    if path.is_file():
+        with open(path, "rb") as f:
+            head = f.read(4)
+        if head.startswith(PICKLE_MAGICS):
+            raise UnsafeFormatError(path.name, source or str(path.parent))
+
+
+def read_safetensors_header(path: Path, source: str | None = None) -> dict[str, Any]:
+    """Parse a safetensors header and check that the file is exactly as long as the header says."""
+    path = Path(path)
+    refuse_pickle(path, source)
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise CorruptFileError(path.name, f"{size} bytes is shorter than a safetensors header", source=source)
+        n = int.from_bytes(head, "little")
+        if n > size - 8:
+            raise CorruptFileError(
+                path.name, f"its header claims {n} bytes but only {size - 8} follow (truncated?)", source=source
+            )
+        try:
+            header = json.loads(f.read(n))
+            end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as err:
+            raise CorruptFileError(
+                path.name, f"its header is not valid safetensors JSON ({err})", source=source
+            ) from err
+    if 8 + n + end != size:
+        raise CorruptFileError(
+            path.name, f"holds {size} bytes but its header describes {8 + n + end} (truncated?)", source=source
+        )
+    return header
+
+
 def read_safetensors(path: Path, source: str | None = None) -> dict[str, torch.Tensor]:
     """Read every tensor of a safetensors file on CPU; a pickle or a broken file is refused by name."""
     from safetensors.torch import load_file
 
     path = Path(path)
-    if path.suffix in PICKLE_SUFFIXES:
-        raise UnsafeFormatError(str(path))
+    refuse_pickle(path, source)
     if not path.is_file():
         raise ModelFileNotFoundError(source or str(path.parent), path.name)
+    read_safetensors_header(path, source)
     try:
         return load_file(str(path), device="cpu")
-    except Exception as err:  # safetensors raises SafetensorError / OSError for truncation and bad headers
+    except Exception as err:  # safetensors raises SafetensorError / OSError for bad headers and dtypes
         raise CorruptFileError(path.name, f"not a readable safetensors file ({err})", source=source) from err
 
 
@@ -72,13 +125,15 @@ def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], fil
 
 
 def load_weights(model: nn.Module, path: Path, source: str | None = None, revision: str | None = None) -> None:
+    """Load ``path`` into ``model`` strictly. A folder with only a pickle checkpoint is refused by name."""
     path = Path(path)
+    where = f"{source}@{revision}" if source and revision else source
     if not path.is_file():
-        pickles = [p.name for p in path.parent.glob("*") if p.suffix in PICKLE_SUFFIXES]
+        pickles = sorted(p.name for p in path.parent.glob("*") if p.suffix in PICKLE_SUFFIXES)
         if pickles:
-            raise UnsafeFormatError(str(path.parent / pickles[0]))
+            raise UnsafeFormatError(pickles[0], where or str(path.parent))
         raise ModelFileNotFoundError(source or str(path.parent), path.name, revision)
-    load_state_dict_strict(model, read_safetensors(path, source), path.name, source)
+    load_state_dict_strict(model, read_safetensors(path, where), path.name, where)
 
 
 def save_model_folder(model: nn.Module, folder: Path, card: Any = None) -> Path:
@@ -101,26 +156,41 @@ def save_model_folder(model: nn.Module, folder: Path, card: Any = None) -> Path:
 
 
 # ---- the Hub ------------------------------------------------------------------------------------
+def offline_mode() -> bool:
+    """HF_HUB_OFFLINE as set now (huggingface_hub itself reads it once, at import)."""
+    from huggingface_hub import constants
+
+    flag = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    return constants.is_offline_mode() or flag.strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
 def _endpoint() -> str:
     from huggingface_hub import constants
 
     return constants.ENDPOINT
 
 
-def _translate(err: Exception, repo_id: str, revision: str | None, filename: str) -> Exception:
-    """Map huggingface_hub's exceptions onto ours (most specific first: the hierarchy nests)."""
+def _translate(err: Exception, repo_id: str, revision: str | None, filename: str, offline: bool) -> Exception:
+    """Map huggingface_hub's (and its HTTP layer's) exceptions onto ours; the nesting is most specific first."""
+    import httpx2
     from huggingface_hub import errors as hf
 
+    revision = revision or "main"
     if isinstance(err, hf.RevisionNotFoundError):
-        return RevisionNotFoundError(repo_id, revision or "main")
-    if isinstance(err, hf.RepositoryNotFoundError):
+        return RevisionNotFoundError(repo_id, revision, _endpoint())
+    if isinstance(err, hf.RepositoryNotFoundError):  # includes gated and disabled repos
         return RepoNotFoundError(repo_id, _endpoint())
-    if isinstance(err, hf.LocalEntryNotFoundError):
-        return OfflineError(repo_id, revision, filename)
+    if isinstance(err, (hf.LocalEntryNotFoundError, hf.OfflineModeIsEnabled)):
+        reason = "HF_HUB_OFFLINE=1 (or local_files_only) forbids downloading it" if offline else ""
+        if not offline and err.__cause__ is not None:
+            reason = f"the Hub at {_endpoint()} could not be used ({type(err.__cause__).__name__})"
+        return OfflineError(repo_id, revision, filename, reason)
     if isinstance(err, hf.EntryNotFoundError):
-        return ModelFileNotFoundError(f"hf-hub:{repo_id}", filename, revision or "main")
+        return ModelFileNotFoundError(f"hf-hub:{repo_id}", filename, revision)
     if isinstance(err, OSError) and "Consistency check failed" in str(err):
-        return CorruptFileError(filename, f"download was cut short ({err})", source=f"hf-hub:{repo_id}")
+        return CorruptFileError(filename, f"the download was cut short ({err})", source=f"hf-hub:{repo_id}@{revision}")
+    if isinstance(err, httpx2.RemoteProtocolError):  # the connection closed mid-file, and resuming failed too
+        return CorruptFileError(filename, f"the download was cut short ({err})", source=f"hf-hub:{repo_id}@{revision}")
     return err
 
 
@@ -140,42 +210,48 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def verify_cached_file(path: Path, repo_id: str, filename: str) -> None:
-    """Check a cached file against the ETag its blob is named by; delete it if it does not match.
+def verify_cached_file(path: Path, repo_id: str, filename: str, revision: str | None = None) -> None:
+    """Check a cached file against the ETag its blob is named by; evict it if it does not match.
 
     The huggingface_hub cache stores each file as ``blobs/<etag>`` with the snapshot entry linking
     to it. LFS files have the sha256 of their content as ETag, regular files the git blob sha1.
+    A cache without symlinks (copies) cannot be checked this way and is left as it is.
     """
     path = Path(path)
     blob = path.resolve()
     etag = blob.name
     if re.fullmatch(r"[0-9a-f]{64}", etag):
-        actual = _sha256(blob)
+        actual, kind = _sha256(blob), "sha256"
     elif re.fullmatch(r"[0-9a-f]{40}", etag):
-        actual = _git_blob_sha1(blob)
+        actual, kind = _git_blob_sha1(blob), "git sha1"
     else:
         return
     if actual != etag:
-        _evict(path)
+        evict(path)
         raise CorruptFileError(
-            filename, f"its content hashes to {actual[:12]}..., the Hub says {etag[:12]}...", source=f"hf-hub:{repo_id}"
+            filename,
+            f"its content has {kind} {actual[:12]}... but the Hub's ETag is {etag[:12]}...; "
+            "it was removed from the cache",
+            source=f"hf-hub:{repo_id}@{revision or 'main'}",
         )
 
 
-def _evict(path: Path) -> None:
-    """Remove a snapshot entry and the blob behind it from the cache."""
-    blob = Path(path).resolve()
-    for p in (Path(path), blob):
+def evict(path: Path) -> None:
+    """Remove a snapshot entry and the blob behind it from the Hub cache."""
+    path = Path(path)
+    blob = path.resolve()
+    for p in (path, blob):
         if p.is_symlink() or p.exists():
             p.unlink()
 
 
-def _clean_incomplete(repo_id: str, cache_dir: str | os.PathLike | None) -> None:
-    from huggingface_hub import constants
+def snapshot_of(path: Path, filename: str) -> Path:
+    """The snapshot folder ``.../snapshots/<sha>`` that holds ``filename`` at ``path``."""
+    return Path(path).parents[len(Path(filename).parts) - 1]
 
-    root = Path(cache_dir or constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}" / "blobs"
-    for partial in root.glob("*.incomplete"):
-        partial.unlink(missing_ok=True)
+
+# The revision errors name while download_model fetches by a commit sha it resolved from a branch or tag.
+_shown_revision: ContextVar[str | None] = ContextVar("tokenzoo_shown_revision", default=None)
 
 
 def download_file(
@@ -185,19 +261,25 @@ def download_file(
     local_files_only: bool = False,
     cache_dir: str | os.PathLike | None = None,
 ) -> Path:
-    """Download (or reuse from the cache) one file of a Hub model repo, verified."""
-    from huggingface_hub import hf_hub_download
+    """Download (or take from the cache) one file of a Hub model repo; a fresh download is hash-checked."""
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
+    shown = _shown_revision.get() or revision
+    if Path(filename).suffix in PICKLE_SUFFIXES:
+        raise UnsafeFormatError(filename, f"hf-hub:{repo_id}@{shown or 'main'}")
+    offline = local_files_only or offline_mode()
+    cached = try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir, revision=revision)
     try:
         path = Path(
-            hf_hub_download(
-                repo_id, filename, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only
-            )
+            hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir, local_files_only=offline)
         )
     except Exception as err:
-        _clean_incomplete(repo_id, cache_dir)
-        raise _translate(err, repo_id, revision, filename) from err
-    verify_cached_file(path, repo_id, filename)
+        translated = _translate(err, repo_id, shown, filename, offline)
+        if translated is err:
+            raise
+        raise translated from err
+    if not isinstance(cached, str) or Path(cached) != path:  # new in the cache: check what came over the wire
+        verify_cached_file(path, repo_id, filename, shown)
     return path
 
 
@@ -207,43 +289,59 @@ def download_model(
     local_files_only: bool = False,
     cache_dir: str | os.PathLike | None = None,
     files: tuple[str, ...] = (CONFIG_NAME, WEIGHTS_NAME),
+    shown_revision: str | None = None,
 ) -> Path:
-    """Fetch ``files`` (config.json and model.safetensors unless told otherwise) and, if present,
-    README.md; return the snapshot folder that holds them."""
-    paths = [download_file(repo_id, name, revision, local_files_only, cache_dir) for name in files]
-    for path in paths:
-        if path.suffix == ".safetensors":
-            try:
-                read_safetensors_header(path)
-            except CorruptFileError:
-                _evict(path)
-                raise
+    """Fetch ``files`` (config.json and model.safetensors unless told otherwise), all from the commit the
+    first one resolves ``revision`` to, and README.md if the repo has one; return the snapshot folder.
+
+    Every safetensors file is checked for truncation (and evicted from the cache if it is short).
+    A repo that has a pickle checkpoint where the weights should be is refused by name.
+    ``shown_revision`` is the revision errors name when ``revision`` is a sha resolved by the caller.
+    """
+    shown = shown_revision or revision or "main"
+    token = _shown_revision.set(shown)
     try:
-        download_file(repo_id, CARD_NAME, revision, local_files_only, cache_dir)
-    except (ModelFileNotFoundError, OfflineError):
-        pass  # a card is welcome but not needed to load
-    return paths[0].parent
-
-
-def read_safetensors_header(path: Path) -> dict[str, Any]:
-    """Parse a safetensors header and check the file is as long as the header says."""
-    path = Path(path)
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            raise CorruptFileError(path.name, "shorter than a safetensors header")
-        n = int.from_bytes(head, "little")
-        if n > size - 8:
-            raise CorruptFileError(path.name, f"header claims {n} bytes but the file has {size - 8} after it")
+        first = download_file(repo_id, files[0], revision, local_files_only, cache_dir)
+        snapshot = snapshot_of(first, files[0])
+        commit = snapshot.name  # the cache names snapshots by commit sha
+        paths = [first]
+        for name in files[1:]:
+            try:
+                paths.append(download_file(repo_id, name, commit, local_files_only, cache_dir))
+            except ModelFileNotFoundError:
+                if name.endswith(".safetensors"):
+                    _refuse_hub_pickles(repo_id, commit, shown, local_files_only)
+                raise
+        for name, path in zip(files, paths):
+            if name.endswith(".safetensors"):
+                try:
+                    read_safetensors_header(path, source=f"hf-hub:{repo_id}@{shown}")
+                except CorruptFileError:
+                    evict(path)
+                    raise
         try:
-            header = json.loads(f.read(n))
-        except ValueError as err:
-            raise CorruptFileError(path.name, "header is not valid JSON") from err
-    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
-    if 8 + n + end != size:
-        raise CorruptFileError(path.name, f"holds {size} bytes, its header describes {8 + n + end}")
-    return header
+            download_file(repo_id, CARD_NAME, commit, local_files_only, cache_dir)
+        except (ModelFileNotFoundError, OfflineError):
+            pass  # a card is welcome but not needed to load
+    finally:
+        _shown_revision.reset(token)
+    return snapshot
+
+
+def _refuse_hub_pickles(repo_id: str, commit: str, shown: str, local_files_only: bool) -> None:
+    """If the repo holds pickle checkpoints instead of safetensors, say so (without downloading them)."""
+    if local_files_only or offline_mode():
+        return
+    from huggingface_hub import HfApi
+
+    try:
+        names = HfApi().list_repo_files(repo_id, revision=commit)
+    except Exception:  # the listing only sharpens the message; the missing-file error stands without it
+        logger.debug("could not list %s@%s", repo_id, commit, exc_info=True)
+        return
+    pickles = sorted(n for n in names if Path(n).suffix in PICKLE_SUFFIXES)
+    if pickles:
+        raise UnsafeFormatError(pickles[0], f"hf-hub:{repo_id}@{shown}")
 
 
 def push_model(
@@ -255,12 +353,25 @@ def push_model(
     commit_message: str = "Upload tokenzoo model",
     token: str | None = None,
 ) -> str:
-    """Create ``repo_id`` if needed and upload the model folder; returns the commit sha."""
-    from huggingface_hub import HfApi
+    """Create ``repo_id`` (and branch ``revision``) if needed and commit the model folder in one commit;
+    returns the commit sha (the current head if nothing changed)."""
+    from huggingface_hub import CommitOperationAdd, HfApi
+    from huggingface_hub import errors as hf
 
     api = HfApi(token=token)
-    api.create_repo(repo_id, private=private, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        save_model_folder(model, Path(tmp), card=card)
-        info = api.upload_folder(repo_id=repo_id, folder_path=tmp, revision=revision, commit_message=commit_message)
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        if revision not in (None, "main"):
+            api.create_branch(repo_id, branch=revision, exist_ok=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            save_model_folder(model, Path(tmp), card=card)
+            operations = [
+                CommitOperationAdd(path_in_repo=p.name, path_or_fileobj=str(p)) for p in sorted(Path(tmp).iterdir())
+            ]
+            info = api.create_commit(repo_id, operations=operations, commit_message=commit_message, revision=revision)
+    except hf.HfHubHTTPError as err:
+        translated = _translate(err, repo_id, revision, CONFIG_NAME, offline=False)
+        if translated is err:
+            raise
+        raise translated from err
     return info.oid

@@ -113,24 +113,41 @@ def list_models(pattern: str = "*", modality: str | None = None) -> list[str]:
     """Registered model names matching an fnmatch ``pattern`` (like timm), optionally of one modality."""
     names = [n for n in _card_folders() if fnmatch.fnmatch(n, pattern)]
     if modality is not None:
+        from zoo.api import MODALITIES
+
+        if modality not in MODALITIES:
+            raise ConfigError(f"list_models: modality {modality!r} is not one of {', '.join(MODALITIES)}")
         names = [n for n in names if card_data(n).get("modality") == modality]
     return names
 
 
 # ---- loading ------------------------------------------------------------------------------------
+_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
 def parse_source(name_or_path: str | os.PathLike, revision: str | None = None) -> tuple[str, str, str | None]:
-    """Classify a load argument as ("folder", path, None), ("hub", repo_id, revision) or ("name", name, None)."""
+    """Classify a load argument as ("folder", path, None), ("hub", repo_id, revision) or ("name", name, rev).
+
+    As in timm, a bare ``org/repo`` is refused rather than guessed: the error names the ``hf-hub:``
+    and ``local-dir:`` prefixes that say which one is meant.
+    """
     if isinstance(name_or_path, os.PathLike):
         return "folder", os.fspath(name_or_path), None
-    text = str(name_or_path)
+    if not isinstance(name_or_path, str) or not name_or_path:
+        raise ConfigError(
+            f"zoo.load needs a model name, 'hf-hub:org/repo[@revision]' or a folder, got {name_or_path!r}"
+        )
+    text = name_or_path
     if text.startswith(HUB_PREFIX):
         repo = text[len(HUB_PREFIX) :]
         if "@" in repo:
             repo, pinned = repo.split("@", 1)
+            if not pinned:
+                raise ConfigError(f"{text!r}: nothing after '@'; write 'hf-hub:org/repo@revision'")
             if revision is not None and revision != pinned:
                 raise ConfigError(f"{text!r} pins revision {pinned!r} but revision={revision!r} was also given")
             revision = pinned
-        if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo):
+        if not _REPO_ID.fullmatch(repo):
             raise ConfigError(f"{text!r}: a Hub repo id looks like 'org/name'")
         return "hub", repo, revision
     if text.startswith(LOCAL_PREFIX):
@@ -139,9 +156,14 @@ def parse_source(name_or_path: str | os.PathLike, revision: str | None = None) -
         return "name", text, revision
     if Path(text).is_dir():
         return "folder", text, None
-    if re.fullmatch(r"[\w.-]+/[\w.-]+", text):
+    if _REPO_ID.fullmatch(text):
         raise UnknownModelError(
-            text, _card_folders(), kind=f"model (a Hub repo? write 'hf-hub:{text}'; a folder? it does not exist)"
+            text,
+            _card_folders(),
+            hint=(
+                f"it looks like a Hub repo id: load it with 'hf-hub:{text}' (add '@revision' to pin one), "
+                f"or a folder with 'local-dir:{text}' (no such folder exists now)."
+            ),
         )
     raise UnknownModelError(text, _card_folders())
 
@@ -149,7 +171,7 @@ def parse_source(name_or_path: str | os.PathLike, revision: str | None = None) -
 def _arch_of_folder(folder: Path, hint: str | None, source: str, revision: str | None) -> str:
     config_path = folder / "config.json"
     if config_path.is_file():
-        arch = json.loads(config_path.read_text()).get("arch")
+        arch = _read_config(config_path, source).get("arch")
         if arch:
             return arch
     if hint:
@@ -166,6 +188,18 @@ def _arch_of_folder(folder: Path, hint: str | None, source: str, revision: str |
     raise ConfigError(f"{source}: neither config.json nor README.md names an 'arch'; pass arch=...")
 
 
+def _read_config(path: Path, source: str) -> dict[str, Any]:
+    from zoo.errors import CorruptFileError
+
+    try:
+        data = json.loads(Path(path).read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise CorruptFileError("config.json", f"not valid JSON ({err})", source=source) from err
+    if not isinstance(data, dict):
+        raise CorruptFileError("config.json", f"holds a {type(data).__name__}, not a JSON object", source=source)
+    return data
+
+
 def load(
     name_or_path: str | os.PathLike,
     device: torch.device | str | None = None,
@@ -177,8 +211,17 @@ def load(
 ):
     """Load a model by registered name, ``"hf-hub:org/repo[@revision]"``, or folder path.
 
-    Weights load strictly from safetensors; the model comes back in eval mode on ``device``
-    (default CPU) in ``dtype`` (default as stored).
+    Args:
+        name_or_path: a name from ``list_models()``, ``"hf-hub:org/repo"`` with an optional
+            ``@branch|tag|sha``, ``"local-dir:PATH"``, or a folder (str or PathLike).
+        device, dtype: where and in what floating dtype the model comes back (default: CPU, as stored).
+        revision: Hub branch, tag or commit sha (or put it after ``@``).
+        local_files_only: use the Hub cache only, as ``HF_HUB_OFFLINE=1`` does (read at call time).
+        cache_dir: Hub cache folder (default: huggingface_hub's).
+        arch: the architecture, for a folder or repo whose config.json does not name one.
+
+    Weights load strictly from safetensors; the model comes back in eval mode. All files of a Hub
+    load come from one commit. Errors are :mod:`zoo.errors` types naming the repo, revision and file.
     """
     from zoo import hub
 
@@ -188,29 +231,32 @@ def load(
         data = card_data(where)
         arch = arch or data.get("arch")
         folder = _card_folders()[where]
-        if not (folder / "model.safetensors").is_file():
+        if not (folder / hub.WEIGHTS_NAME).is_file():
             repo = data.get("hub_repo")
             if not repo:
                 raise ModelFileNotFoundError(
                     where,
-                    "model.safetensors",
+                    hub.WEIGHTS_NAME,
                     hint=data.get("weights_hint", "Its card says how to obtain the weights."),
                 )
             revision = revision or data.get("revision")
-            kind, source = "hub", repo
+            kind, where = "hub", repo
     if kind == "hub":
-        options = dict(revision=revision, local_files_only=local_files_only, cache_dir=cache_dir)
-        config_path = hub.download_file(source, hub.CONFIG_NAME, **options)
-        arch = arch or json.loads(config_path.read_text()).get("arch")
+        source = f"{HUB_PREFIX}{where}"
+        options = dict(local_files_only=local_files_only, cache_dir=cache_dir)
+        config_path = hub.download_file(where, hub.CONFIG_NAME, revision, **options)
+        commit = hub.snapshot_of(config_path, hub.CONFIG_NAME).name
+        arch = arch or _read_config(config_path, source).get("arch")
         if not arch:
-            raise ConfigError(
-                f"hf-hub:{source}: config.json names no 'arch'; pass arch=... or load it by its card name"
-            )
-        folder = hub.download_model(source, files=get_arch(arch).hub_files, **options)
+            raise ConfigError(f"{source}: config.json names no 'arch'; pass arch=... or load it by its card name")
+        files = tuple(dict.fromkeys((hub.CONFIG_NAME, *get_arch(arch).hub_files)))
+        # Every file at the commit config.json came from, even if the branch moves meanwhile.
+        folder = hub.download_model(where, commit, files=files, shown_revision=revision or "main", **options)
+        revision = revision or "main"
     elif kind == "folder":
         folder = Path(where)
         if not folder.is_dir():
-            raise ModelFileNotFoundError(where, "config.json", hint="The folder does not exist.")
+            raise ModelFileNotFoundError(where, hub.CONFIG_NAME, hint="The folder does not exist.")
     arch = _arch_of_folder(folder, arch, source, revision)
     model = get_arch(arch).from_folder(folder, source=source, revision=revision)
     if device is not None or dtype is not None:
