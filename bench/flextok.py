@@ -175,8 +175,8 @@ def main():
         rows.append(("ours batched step", pb, pb / t_ours, float("nan"), float("nan")))
     if args.dim != 768 or args.depth != 12:
         result["shape"] = f"width {args.dim} depth {args.depth} (smoke run, not d12_d12)"
-        mm = max(mm, matmul_gflops(device))
-    for i, (name, b, ips, gf, frac) in enumerate(rows):
+    mm = max(mm, matmul_gflops(device))
+    for i, (name, b, ips, gf, _) in enumerate(rows):
         rows[i] = (name, b, ips, gf, gf / mm)  # fractions against the best matmul rate of the whole run
     for key in [k for k in result if "matmul_fraction_b" in k]:
         kind, b = key.split("_matmul_fraction_b")
