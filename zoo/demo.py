@@ -18,6 +18,9 @@ from zoo.api import atomic_write
 
 DEMO_HOOKS = {
     "text": "zoo.text_demo:run",
+    "pose": "video_pose.demo:run",
+    "audio": "audio.demo:run",
+    "em_volume": "em_volume.demo:run",
 }
 
 COLUMNS = ("model", "modality", "input", "tokens", "bits_per_unit", "quality", "seconds_per_item")

@@ -53,7 +53,11 @@ CONVERTERS: dict[str, str] = {
     "tpc-mixste": "video_pose.convert:convert_checkpoint",
     "motionbert": "video_pose.convert:convert_checkpoint",
     "hot-motionbert": "video_pose.convert:convert_checkpoint",
-    "s3tokenizer": "audio.convert:convert_checkpoint",
+    "s3tokenizer": "audio.convert:convert_checkpoint",  # variant read from the file or its name
+    "s3tokenizer-v1": "audio.convert:convert_checkpoint",
+    "s3tokenizer-v1_25hz": "audio.convert:convert_checkpoint",
+    "s3tokenizer-v2": "audio.convert:convert_checkpoint",
+    "s3tokenizer-v3": "audio.convert:convert_checkpoint",
     "tokenunify": "em_volume.convert:convert_checkpoint",
 }
 

@@ -1,0 +1,1 @@
+"""Gradio demos: one Blocks app (demos/app.py), one tab per modality with registered models."""
