@@ -143,6 +143,12 @@ def test_model_cast_to_bfloat16_encodes_and_decodes(model, tmp_path):
     assert out.dtype == torch.float32 and torch.isfinite(out).all()
 
 
+def test_sample_inputs_are_bundled_images_that_encode(model):
+    paths = model.sample_inputs()
+    assert len(paths) >= 2
+    assert model.encode(paths).ids.shape == (len(paths), 8)
+
+
 def test_registry_names_this_class():
     from zoo.registry import get_arch
 

@@ -351,6 +351,10 @@ class FlexTok(ZooModel):
             batch.append(resize_center_crop(image, size))
         return torch.stack(batch)
 
+    def sample_inputs(self) -> list[str]:
+        """The bundled demo images (paths), for zoo.batch and the demo app."""
+        return [str(p) for p in sorted((Path(__file__).resolve().parent / "samples").glob("*.png"))]
+
     def postprocess(self, images: Tensor) -> list:
         """(B, 3, H, W) in [-1, 1] -> list of PIL images."""
         from PIL import Image
