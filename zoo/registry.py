@@ -30,6 +30,7 @@ ARCHITECTURES: dict[str, str] = {
     "tiktoken": "zoo.text:TiktokenTokenizer",
     # image
     "flextok": "vision.flextok.model:FlexTok",
+    "flextok-vae": "vision.flextok.vae:FlexTokVAE",
     # pose
     "mixste": "video_pose.mixste:MixSTE",
     "hot-mixste": "video_pose.hot:HoTMixSTE",

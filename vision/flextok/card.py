@@ -1,0 +1,173 @@
+"""Model cards for FlexTok: the tiny model trained here and the official EPFL-VILAB checkpoints.
+
+python -m vision.flextok.card     # rewrites the README.md of every official card in hub_cards/
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vision.flextok.model import LICENSE_NOTE
+from zoo.cards import make_card
+
+PAPER = "https://arxiv.org/abs/2502.13967"
+UPSTREAM = "apple/ml-flextok"
+UPSTREAM_REVISION = "87d00cc8babf4a25ffce0f3f0c4d8b529d3d6abf"
+
+# Official tokenizers: card name -> (Hub repo, encoder depth, decoder depth, training data).
+OFFICIAL = {
+    "flextok-d12-d12-in1k": ("EPFL-VILAB/flextok_d12_d12_in1k", 12, 12, "ImageNet-1k"),
+    "flextok-d18-d18-in1k": ("EPFL-VILAB/flextok_d18_d18_in1k", 18, 18, "ImageNet-1k"),
+    "flextok-d18-d28-in1k": ("EPFL-VILAB/flextok_d18_d28_in1k", 18, 28, "ImageNet-1k"),
+    "flextok-d18-d28-dfn": ("EPFL-VILAB/flextok_d18_d28_dfn", 18, 28, "DFN (web image-text pairs)"),
+}
+# Standalone VAEs (diffusers AutoencoderKL, latent channels 4/8/16); FlexTok tokenizers embed the c16 one.
+OFFICIAL_VAES = {
+    "flextok-vae-c4": ("EPFL-VILAB/flextok_vae_c4", 4),
+    "flextok-vae-c8": ("EPFL-VILAB/flextok_vae_c8", 8),
+    "flextok-vae-c16": ("EPFL-VILAB/flextok_vae_c16", 16),
+}
+
+LICENSE_BODY = f"""
+## License
+
+The weights are Apple's, under the **Apple Machine Learning Research Model License** (`apple-amlr`):
+research purposes only, no commercial use; derivatives are limited to research; redistribution must include
+the agreement. {LICENSE_NOTE} Upstream code (apple/ml-flextok) is under Apple's non-commercial Sample Code
+License; tokenzoo does not include it (this is a clean reimplementation).
+"""
+
+
+def official_card(name: str):
+    repo, enc, dec, data = OFFICIAL[name]
+    summary = (
+        f"FlexTok d{enc}-d{dec} trained on {data}: a 1-D tokenizer that turns a 256x256 image into 1 to 256 ordered "
+        f"tokens (FSQ, 64,000 ids), coarse to fine, and decodes any prefix with a rectified-flow decoder. "
+        f"Encoder depth {enc}, decoder depth {dec}, width 64 x depth; 16-channel VAE."
+    )
+    body = (
+        "\n## Loading\n\n`zoo.load(NAME)` fetches the upstream repo as published (config.json + model.safetensors with "
+        "its metadata) and builds the model through tokenzoo's allowlisted config parser "
+        "(`vision/flextok/convert.py`); nothing from the config is instantiated. A downloaded folder loads the same "
+        "way (`zoo.load('local-dir:PATH')`), or converts to a zoo folder with "
+        "`tokenzoo convert flextok PATH --out DIR`.\n\nDecoding on CPU is slow at this size (25 steps x 2 CFG "
+        "passes); use a GPU.\n" + LICENSE_BODY
+    ).replace("NAME", repr(name))
+    return make_card(
+        name=name,
+        arch="flextok",
+        modality="image",
+        license="apple-amlr",
+        summary=summary,
+        upstream_repo=UPSTREAM,
+        upstream_revision=UPSTREAM_REVISION,
+        paper=PAPER,
+        hub_repo=repo,
+        revision="main",
+        weights=f"Published by EPFL-VILAB at https://huggingface.co/{repo} (upstream layout, loaded as is).",
+        body=body,
+    )
+
+
+def vae_card(name: str):
+    repo, channels = OFFICIAL_VAES[name]
+    summary = (
+        f"FlexTok's {channels}-channel VAE (SDXL-VAE architecture, f8), a diffusers AutoencoderKL. It is the "
+        "'Stage 0' autoencoder; the FlexTok tokenizers carry the 16-channel one inside their own checkpoint."
+    )
+    body = (
+        "\n## Loading\n\nThe repo is a diffusers folder (config.json + diffusion_pytorch_model.safetensors), "
+        f"loaded as published: `zoo.load({name!r})` reads the structural fields of its config.json (refusing any "
+        "it does not implement), builds the AutoencoderKL and loads the weights strictly. `encode` returns the "
+        "posterior mode as continuous tokens, embeddings (B, h*w, C) in row-major order; `decode` inverts it.\n"
+        + LICENSE_BODY
+    )
+    return make_card(
+        name=name,
+        arch="flextok-vae",
+        modality="image",
+        license="apple-amlr",
+        summary=summary,
+        upstream_repo=UPSTREAM,
+        upstream_revision=UPSTREAM_REVISION,
+        paper=PAPER,
+        hub_repo=repo,
+        revision="main",
+        weights=f"Published by EPFL-VILAB at https://huggingface.co/{repo} (diffusers layout, loaded as is).",
+        body=body,
+    )
+
+
+def tiny_card(record: dict):
+    metrics = []
+    for row in record["metrics"]:
+        if row["k"] == "vae":
+            continue
+        protocol = (
+            f"{record['held_out_images']} held-out 32x32 images (procedural scenes + crops of scikit-image samples "
+            f"never seen in training), first k tokens, 10 Euler steps, no guidance, seed 0, images in [-1, 1]"
+        )
+        for metric in ("psnr", "ssim"):
+            metrics.append(
+                {
+                    "name": f"{metric.upper()} k={row['k']}",
+                    "type": metric,
+                    "value": row[metric],
+                    "dataset": "flextok-tiny held-out",
+                    "protocol": protocol,
+                }
+            )
+    vae_psnr = next((r["psnr"] for r in record["metrics"] if r["k"] == "vae"), "n/a")
+    rows = "\n".join(f"| {r['k']} | {r['psnr']} | {r.get('ssim', '')} |" for r in record["metrics"])
+    body = f"""
+## Coarse to fine
+
+| tokens k | PSNR (dB) | SSIM |
+|---|---|---|
+{rows}
+
+(`vae` = the VAE alone, the ceiling for any k.)
+
+## Training
+
+Trained here on CPU by `python -m vision.flextok.train_tiny` (seed {record["seed"]}): {record["train_images"]}
+images (procedural scenes of shapes, gradients and stripes, plus random crops and flips of the images scikit-image
+ships). Stage 1, the VAE: {record["vae"]["steps"]} steps, {record["vae"]["seconds"]} s, L1 + 1e-4 KL; latents scaled
+by {record["vae_scaling_factor"]} (unit std). Stage 2, FlexTok: {record["tokenizer"]["steps"]} steps,
+{record["tokenizer"]["seconds"]} s, rectified-flow loss with uniform nested dropout and 20% null-condition dropout.
+**REPA is omitted** (no DINOv2 weights offline, and it only speeds up training).
+
+This is a demonstration model, far from the paper's quality. The whole run had about 19 minutes of a shared 2-core
+CPU, so the VAE stage got only {record["vae"]["steps"]} steps and the VAE alone reconstructs at {vae_psnr} dB PSNR:
+that is the ceiling for every k, and it, not the tokenizer, limits the absolute numbers. What the model does show is
+the ordering: quality rises with every added power of two of tokens. Rerun the script with larger `--vae-seconds`
+and `--tok-seconds` for a better model. The training record is in `training.json`.
+"""
+    return make_card(
+        name="flextok-tiny",
+        arch="flextok",
+        modality="image",
+        license="apache-2.0",
+        summary="A tiny FlexTok (32 px, 32 tokens of 64,000 ids) trained here, for tests and demos.",
+        upstream_repo=UPSTREAM,
+        upstream_revision=UPSTREAM_REVISION,
+        paper=PAPER,
+        weights="trained in tokenzoo by vision/flextok/train_tiny.py (no upstream weights)",
+        metrics=metrics,
+        body=body,
+    )
+
+
+def write_official_cards(root: Path = Path("hub_cards")) -> None:
+    for name in OFFICIAL:
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "README.md").write_text(str(official_card(name)))
+    for name in OFFICIAL_VAES:
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "README.md").write_text(str(vae_card(name)))
+
+
+if __name__ == "__main__":
+    write_official_cards()

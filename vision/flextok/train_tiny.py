@@ -1,0 +1,164 @@
+"""Train hub_cards/flextok-tiny here, on CPU, in a few minutes: a small VAE, then FlexTok on its latents.
+
+    flock /tmp/tokenzoo-cpu.lock python -m vision.flextok.train_tiny --out hub_cards/flextok-tiny
+
+Stage 1 trains a diffusers AutoencoderKL (L1 + small KL) on 32 px images; its latent scale is set
+so the latents have unit std. Stage 2 freezes it and trains the FlexTok encoder/decoder with the
+rectified-flow loss, uniform nested dropout over 1..R registers and 20% null-condition dropout
+(``FlexTok.training_loss``). REPA (DINOv2 feature alignment in the decoder) is omitted: no DINOv2
+weights are available offline and the model is tiny. Each stage stops at its time budget.
+The card reports held-out PSNR/SSIM at k = 1, 2, 4, ..., R.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+from vision.flextok.data import make_images
+from vision.flextok.model import FlexTok, FlexTokConfig
+from zoo.metrics.image import psnr, ssim
+
+logger = logging.getLogger("flextok.train_tiny")
+
+TINY = FlexTokConfig(
+    vae_block_out_channels=(16, 32, 32),  # f4: 32 px -> 8x8 latents
+    vae_layers_per_block=1,
+    vae_norm_num_groups=8,
+    latent_channels=4,
+    vae_scaling_factor=1.0,  # replaced after stage 1
+    patch_size=(2, 2),
+    posemb_grid=(8, 8),  # up to 64 px
+    encoder_dim=64,
+    encoder_depth=2,
+    encoder_head_dim=32,
+    decoder_dim=64,
+    decoder_depth=3,
+    decoder_head_dim=32,
+    num_registers=32,
+    image_size=32,
+    decode_steps=10,
+    guidance=1.0,
+    apg=False,
+)
+
+
+def train_vae(model: FlexTok, images: torch.Tensor, seconds: float, batch: int, seed: int) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(model.vae.parameters(), lr=1e-3, weight_decay=0.0)
+    model.vae.train()
+    start, step, loss_ema = time.time(), 0, None
+    while time.time() - start < seconds:
+        x = images[torch.randint(0, len(images), (batch,), generator=g)]
+        dist = model.vae.encode(x).latent_dist
+        z = dist.sample(generator=None)
+        recon = model.vae.decode(z).sample
+        kl = dist.kl().mean() / x[0].numel()
+        loss = (recon - x).abs().mean() + 1e-4 * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        loss_ema = loss.item() if loss_ema is None else 0.95 * loss_ema + 0.05 * loss.item()
+        if step % 50 == 0:
+            logger.info("vae step %d loss %.4f", step, loss_ema)
+    model.vae.eval()
+    return {"steps": step, "final_loss": round(loss_ema, 4), "seconds": round(time.time() - start)}
+
+
+def train_tokenizer(model: FlexTok, latents: torch.Tensor, seconds: float, batch: int, seed: int) -> dict:
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    params = [*model.encoder.parameters(), *model.decoder.parameters()]
+    opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.01, betas=(0.9, 0.99))
+    model.encoder.train()
+    model.decoder.train()
+    start, step, loss_ema = time.time(), 0, None
+    while time.time() - start < seconds:
+        x = latents[torch.randint(0, len(latents), (batch,), generator=g)]
+        loss = model.training_loss({"latents": x})
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        loss_ema = loss.item() if loss_ema is None else 0.98 * loss_ema + 0.02 * loss.item()
+        if step % 100 == 0:
+            logger.info("tokenizer step %d loss %.4f", step, loss_ema)
+    model.eval()
+    return {"steps": step, "final_loss": round(loss_ema, 4), "seconds": round(time.time() - start)}
+
+
+def evaluate(model: FlexTok, images: torch.Tensor, ks: list[int]) -> list[dict]:
+    """Held-out reconstruction quality per k (seed 0, the config's sampler settings)."""
+    tokens = model.encode(images)
+    rows = []
+    for k in ks:
+        recon = model.decode(tokens.truncate(k)).clamp(-1, 1)
+        rows.append(
+            {
+                "k": k,
+                "psnr": round(psnr(recon, images).mean().item(), 2),
+                "ssim": round(ssim(recon, images).mean().item(), 4),
+            }
+        )
+        logger.info("k=%d psnr %.2f ssim %.4f", k, rows[-1]["psnr"], rows[-1]["ssim"])
+    with torch.no_grad():
+        vae_only = model.vae_decode(model.vae_encode(images)).clamp(-1, 1)
+    rows.append({"k": "vae", "psnr": round(psnr(vae_only, images).mean().item(), 2)})
+    return rows
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", type=Path, default=Path("hub_cards/flextok-tiny"))
+    parser.add_argument("--train-images", type=int, default=3000)
+    parser.add_argument("--held-out", type=int, default=64)
+    parser.add_argument("--vae-seconds", type=float, default=270)
+    parser.add_argument("--tok-seconds", type=float, default=840)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.manual_seed(args.seed)
+    size = TINY.image_size
+    images = make_images(args.train_images, size, seed=args.seed)
+    held_out = make_images(args.held_out, size, seed=10_000 + args.seed, held_out=True)
+    model = FlexTok(TINY)
+    vae_log = train_vae(model, images, args.vae_seconds, batch=16, seed=args.seed)
+    with torch.no_grad():
+        raw = torch.cat([model.vae_encode(images[i : i + 256]) for i in range(0, len(images), 256)])
+    scale = float(1.0 / raw.std())
+    config = FlexTokConfig(**{**TINY.__dict__, "vae_scaling_factor": round(scale, 5)})
+    tuned = FlexTok(config)
+    tuned.vae.load_state_dict(model.vae.state_dict())
+    model = tuned
+    latents = raw * config.vae_scaling_factor
+    tok_log = train_tokenizer(model, latents, args.tok_seconds, batch=64, seed=args.seed)
+    r = config.num_registers
+    ks = [k for k in (1, 2, 4, 8, 16) if k < r] + [r]
+    metrics = evaluate(model, held_out, ks)
+    record = {
+        "seed": args.seed,
+        "train_images": args.train_images,
+        "held_out_images": args.held_out,
+        "vae": vae_log,
+        "tokenizer": tok_log,
+        "vae_scaling_factor": config.vae_scaling_factor,
+        "metrics": metrics,
+        "torch": torch.__version__,
+    }
+    from vision.flextok.card import tiny_card
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(args.out, card=tiny_card(record))
+    (args.out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
+    logger.info("wrote %s", args.out)
+
+
+if __name__ == "__main__":
+    main()
