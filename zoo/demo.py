@@ -18,6 +18,7 @@ from zoo.api import atomic_write
 
 DEMO_HOOKS = {
     "text": "zoo.text_demo:run",
+    "image": "vision.flextok.demo:run",
     "pose": "video_pose.demo:run",
     "audio": "audio.demo:run",
     "em_volume": "em_volume.demo:run",
