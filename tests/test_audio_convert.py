@@ -259,3 +259,16 @@ def test_converter_names_the_missing_keys_of_an_incomplete_graph(tmp_path):
     onnx.save(graph, str(tmp_path / "speech_tokenizer_v2.onnx"))
     with pytest.raises(CheckpointMismatchError, match=r"encoder\.blocks\.1\.mlp\.2\.weight"):
         convert_checkpoint("s3tokenizer", tmp_path / "speech_tokenizer_v2.onnx", tmp_path / "out")
+
+
+def test_tokenzoo_convert_cli_with_a_variant_arch_writes_a_folder_zoo_load_opens(tmp_path, capsys):
+    from zoo.cli import main
+
+    model = tiny_model("v2", seed=2)
+    src = tmp_path / RELEASE_FILE["v2"]
+    build_release_graph(model, src)
+    assert main(["convert", "s3tokenizer-v2", str(src), "--out", str(tmp_path / "v2")]) == 0
+    loaded = zoo.load(tmp_path / "v2")
+    wave = torch.randn(1, 8000, generator=torch.Generator().manual_seed(3)) * 0.1
+    assert torch.equal(loaded.encode(wave).ids, model.encode(wave).ids)
+    assert loaded.encode(wave).meta["token_rate"] == 25
