@@ -26,7 +26,6 @@ Every produced key must load strictly into the model that the inferred config bu
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
@@ -38,6 +37,7 @@ import torch
 
 from audio.s3tokenizer import VARIANTS, S3Tokenizer, S3TokenizerConfig
 from zoo.errors import CheckpointMismatchError, ConfigError, CorruptFileError, InputError
+from zoo.hub import sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -66,14 +66,6 @@ _NORM_NODE = re.compile(r"^/blocks\.(\d+)/(attn_ln|mlp_ln)/(Mul|Add|LayerNormali
 _FSMN_NODE = re.compile(r"^/blocks\.(\d+)/attn/fsmn_block/Conv$")
 _FSMN_INITIALIZER = re.compile(r"^(?:encoder\.)?blocks\.(\d+)\.attn\.fsmn_block\.weight$")
 _CONV_NODE = re.compile(r"^/conv([12])/Conv$")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ---- ONNX -> upstream state dict ----------------------------------------------------------------
@@ -319,7 +311,7 @@ def convert_checkpoint(arch: str, src: Path, out: Path, **options: Any) -> Path:
         raise InputError(f"{src.name}: expected an .onnx, .safetensors or .pt checkpoint")
     variant = resolve_variant(arch, src, state, facts, options.get("variant"))
     model = model_from_state(variant, state, options.get("n_audio_head"), src.name)
-    digest = _sha256(src)
+    digest = sha256_file(src)
     from zoo.cards import make_card
 
     name = options.get("name", f"s3tokenizer-{variant}")

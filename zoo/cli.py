@@ -210,6 +210,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def module_main(command: str, add_cli, argv: list[str] | None = None) -> int:
+    """``python -m zoo.<command> ARGS`` (what ``accelerate launch -m zoo.<command>`` runs): one subcommand alone."""
+    parser = argparse.ArgumentParser(prog=f"python -m zoo.{command}")
+    add_cli(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args([command, *(sys.argv[1:] if argv is None else argv)])
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return args.func(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     from zoo.errors import ZooError
 

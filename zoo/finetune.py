@@ -412,12 +412,9 @@ def _cli(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m zoo.finetune ...`` (what ``accelerate launch -m zoo.finetune`` runs)."""
-    parser = argparse.ArgumentParser(prog="python -m zoo.finetune")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_cli(sub)
-    args = parser.parse_args(["finetune", *(sys.argv[1:] if argv is None else argv)])
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return args.func(args)
+    from zoo.cli import module_main
+
+    return module_main("finetune", add_cli, argv)
 
 
 if __name__ == "__main__":

@@ -202,7 +202,8 @@ def _git_blob_sha1(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's content, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -221,7 +222,7 @@ def verify_cached_file(path: Path, repo_id: str, filename: str, revision: str | 
     blob = path.resolve()
     etag = blob.name
     if re.fullmatch(r"[0-9a-f]{64}", etag):
-        actual, kind = _sha256(blob), "sha256"
+        actual, kind = sha256_file(blob), "sha256"
     elif re.fullmatch(r"[0-9a-f]{40}", etag):
         actual, kind = _git_blob_sha1(blob), "git sha1"
     else:

@@ -11,8 +11,36 @@ import torch
 from demos.tabs import load_model
 from zoo import batch as hooks
 from zoo.api import Tokens
+from zoo.errors import NotSupportedError
 
 IDS_PER_ROW = 16
+NO_SAMPLE = "(uploaded file)"
+
+
+def sample_items(model: Any) -> list[Any]:
+    """The model's sample inputs, or none when its family offers none."""
+    try:
+        return hooks.sample_inputs(model)
+    except NotSupportedError:
+        return []
+
+
+def sample_choices(model: Any) -> list[str]:
+    """Dropdown entries: the uploaded file, then "sample 1".. for each sample input."""
+    return [NO_SAMPLE] + [f"sample {i + 1}" for i in range(len(sample_items(model)))]
+
+
+def chosen_item(model: Any, path: str | None, sample: str, what: str, upload_hint: str) -> Any:
+    """The picked sample (``what`` names it in errors), else the uploaded file read by the family."""
+    if sample and sample != NO_SAMPLE:
+        samples = sample_items(model)
+        index = int(sample.split()[-1]) - 1
+        if not 0 <= index < len(samples):
+            raise gr.Error(f"this model has {len(samples)} sample {what}; {sample!r} is not one of them")
+        return samples[index]
+    if not path:
+        raise gr.Error(upload_hint)
+    return hooks.load_item(model, path)
 
 
 def encode_file(model_name: str, path: str | None) -> tuple[Any, Any, Tokens]:

@@ -15,29 +15,14 @@ import numpy as np
 import torch
 
 from demos.tabs import load_model
+from demos.tabs.common import chosen_item, sample_choices
 from zoo import batch as hooks
-from zoo.errors import NotSupportedError
-
-NO_SAMPLE = "(uploaded file)"
-
-
-def _samples(model: Any) -> list[Any]:
-    try:
-        return hooks.sample_inputs(model)
-    except NotSupportedError:
-        return []
 
 
 def _volume(model: Any, path: str | None, sample: str) -> Any:
-    if sample and sample != NO_SAMPLE:
-        samples = _samples(model)
-        index = int(sample.split()[-1]) - 1
-        if not 0 <= index < len(samples):
-            raise gr.Error(f"this model has {len(samples)} sample volumes; {sample!r} is not one of them")
-        return samples[index]
-    if not path:
-        raise gr.Error("Upload a volume (.npy, depth x height x width) or pick a sample volume.")
-    return hooks.load_item(model, path)
+    return chosen_item(
+        model, path, sample, "volumes", "Upload a volume (.npy, depth x height x width) or pick a sample volume."
+    )
 
 
 def _as_numpy(x: Any) -> np.ndarray:
@@ -114,8 +99,7 @@ def show_volume(model_name: str, path: str | None, sample: str, z: float) -> tup
 
 
 def build(models: list[str]) -> None:
-    count = len(_samples(load_model(models[0])))
-    samples = [NO_SAMPLE] + [f"sample {i + 1}" for i in range(count)]
+    samples = sample_choices(load_model(models[0]))
     with gr.Row():
         with gr.Column():
             model = gr.Dropdown(models, value=models[0], label="Volume model", elem_id="em-model")

@@ -15,29 +15,14 @@ import numpy as np
 import torch
 
 from demos.tabs import load_model
+from demos.tabs.common import chosen_item, sample_choices
 from zoo import batch as hooks
-from zoo.errors import NotSupportedError
-
-NO_SAMPLE = "(uploaded file)"
-
-
-def _samples(model: Any) -> list[Any]:
-    try:
-        return hooks.sample_inputs(model)
-    except NotSupportedError:
-        return []
 
 
 def _clip(model: Any, path: str | None, sample: str) -> Any:
-    if sample and sample != NO_SAMPLE:
-        samples = _samples(model)
-        index = int(sample.split()[-1]) - 1
-        if not 0 <= index < len(samples):
-            raise gr.Error(f"this model has {len(samples)} sample clips; {sample!r} is not one of them")
-        return samples[index]
-    if not path:
-        raise gr.Error("Upload a 2D keypoint file (.npy, frames x joints x 2) or pick a sample clip.")
-    return hooks.load_item(model, path)
+    return chosen_item(
+        model, path, sample, "clips", "Upload a 2D keypoint file (.npy, frames x joints x 2) or pick a sample clip."
+    )
 
 
 def render(poses: np.ndarray, kept: list[int], frame: int, parents: Any) -> np.ndarray:
@@ -95,8 +80,7 @@ def lift_clip(model_name: str, path: str | None, sample: str, frame: float) -> t
 
 
 def build(models: list[str]) -> None:
-    count = len(_samples(load_model(models[0])))
-    samples = [NO_SAMPLE] + [f"sample {i + 1}" for i in range(count)]
+    samples = sample_choices(load_model(models[0]))
     with gr.Row():
         with gr.Column():
             model = gr.Dropdown(models, value=models[0], label="Pose model", elem_id="pose-model")
