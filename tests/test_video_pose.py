@@ -401,6 +401,6 @@ def test_demo_lifts_the_held_out_clip_with_both_tiny_models_and_draws_it(tmp_pat
 
     rows = run(tmp_path)
     assert [r["model"] for r in rows] == ["mixste-tiny", "hot-mixste-tiny"]
-    keys = {"model", "modality", "input", "tokens", "bits_per_unit", "quality", "seconds_per_item"}
+    keys = {"model", "modality", "input", "tokens", "bits_per_unit", "unit", "quality", "seconds_per_item"}
     assert all(set(r) == keys and r["quality"].startswith("MPJPE") for r in rows)
     assert (tmp_path / "hot_pose_lift.png").stat().st_size > 10_000

@@ -96,6 +96,7 @@ def run(out_dir: Path) -> list[dict]:
                 "tokens": f"{n} of {window} frames per window ({n * 17} joint tokens of width {model.config.dim})",
                 # Continuous tokens: bits of the float32 pose tokens per input frame.
                 "bits_per_unit": round(n * tokens.embeddings.shape[-1] * 32 / window, 1),
+                "unit": "frame (float32 tokens)",
                 "quality": f"MPJPE {err:.1f} mm, P-MPJPE {perr:.1f} mm",
                 "seconds_per_item": round(seconds, 4),
             }

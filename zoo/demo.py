@@ -25,6 +25,8 @@ DEMO_HOOKS = {
 }
 
 COLUMNS = ("model", "modality", "input", "tokens", "bits_per_unit", "quality", "seconds_per_item")
+# A row may state the unit of a numeric bits_per_unit ("pixel", "frame"); None means not applicable.
+UNIT_KEY = "unit"
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +40,19 @@ def format_table(rows: list[dict]) -> str:
         return str(value).replace("|", "\\|")
 
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(cell(row.get(c, "")) for c in COLUMNS) + " |" for row in rows]
+
+    def bits(row: dict) -> str:
+        value = row.get("bits_per_unit")
+        if value is None:
+            return "n/a (continuous tokens)"
+        if isinstance(value, (int, float)) and row.get(UNIT_KEY):
+            return f"{value:.4g} bits/{row[UNIT_KEY]}"
+        return cell(value)
+
+    lines += [
+        "| " + " | ".join(bits(row) if c == "bits_per_unit" else cell(row.get(c, "")) for c in COLUMNS) + " |"
+        for row in rows
+    ]
     return "\n".join(lines)
 
 

@@ -68,7 +68,8 @@ def run(out_dir: Path) -> list[dict]:
                 "modality": "image",
                 "input": f"{len(paths)} bundled {images.shape[-2]}x{images.shape[-1]} images",
                 "tokens": k,
-                "bits_per_unit": round(k * bits_per_token / pixels, 4),  # bits per pixel
+                "bits_per_unit": round(k * bits_per_token / pixels, 4),
+                "unit": "pixel",
                 "quality": f"PSNR {value:.1f} dB (k={k})",
                 "seconds_per_item": round(seconds, 3),
             }
