@@ -404,3 +404,29 @@ def test_demo_lifts_the_held_out_clip_with_both_tiny_models_and_draws_it(tmp_pat
     keys = {"model", "modality", "input", "tokens", "bits_per_unit", "unit", "quality", "seconds_per_item"}
     assert all(set(r) == keys and r["quality"].startswith("MPJPE") for r in rows)
     assert (tmp_path / "hot_pose_lift.png").stat().st_size > 10_000
+
+
+def test_npz_clips_load_with_their_3d_targets_and_train(tmp_path):
+    from video_pose.synth import write_sample_files
+
+    model = zoo.load("mixste-tiny")
+    paths = write_sample_files(tmp_path, num_clips=2, frames=27)
+    items = [model.load_item(p) for p in paths]
+    batch = model.training_batch(items)
+    assert batch["kp2d"].shape == (2, 27, 17, 2) and batch["pose3d"].shape == (2, 27, 17, 3)
+    assert torch.isfinite(model.training_loss(batch))
+    assert torch.equal(model.preprocess(items), batch["kp2d"])
+
+
+def test_training_without_3d_targets_is_refused_by_name(tmp_path):
+    model = zoo.load("mixste-tiny")
+    np.save(tmp_path / "clip.npy", np.zeros((27, 17, 2), np.float32))
+    with pytest.raises(InputError, match="pose3d"):
+        model.training_batch([model.load_item(tmp_path / "clip.npy")])
+    with pytest.raises(InputError, match=r"\.npy .* or \.npz"):
+        model.load_item(tmp_path / "clip.txt") if (tmp_path / "clip.txt").write_text("x") else None
+
+
+def test_bundled_samples_are_the_tiny_models_sample_inputs():
+    paths = zoo.load("hot-mixste-tiny").sample_inputs()
+    assert paths and all(str(p).endswith(".npz") for p in paths)

@@ -13,6 +13,7 @@ Subclasses implement ``forward_features`` and ``forward_head``.
 
 from __future__ import annotations
 
+import os
 from typing import Any, ClassVar
 
 import numpy as np
@@ -22,6 +23,8 @@ from torch import Tensor
 from video_pose.skeleton import H36M_PARENTS, flip_pose, sliding_windows
 from zoo.api import Tokens, ZooModel, check_float_tensor, inference
 from zoo.errors import InputError
+
+SAMPLE_FRAMES = 27  # frames of the bundled sample clips in video_pose/samples/
 
 
 class PoseLifter(ZooModel):
@@ -99,17 +102,65 @@ class PoseLifter(ZooModel):
         return out, frames
 
     # ---- the zoo contract -----------------------------------------------------------------------
-    def sample_inputs(self) -> list[np.ndarray]:
-        """Two held-out synthetic clips (F, 17, 2) as long as the model's window, for demos and smoke tests."""
+    def sample_inputs(self) -> list:
+        """Held-out synthetic clips for demos, comparisons and smoke tests.
+
+        The bundled ``video_pose/samples/*.npz`` files (27 frames, 2D keypoints with their 3D poses, so
+        fine-tuning can use them) when they fit the model's window and channels; otherwise two clips
+        (F, 17, K) generated at the model's window length.
+        """
+        from pathlib import Path
+
         from video_pose.synth import make_split
 
+        bundled = sorted((Path(__file__).resolve().parent / "samples").glob("*.npz"))
+        kept = self.kept_frames or 0
+        if bundled and self.config.in_channels == 2 and kept < SAMPLE_FRAMES <= self.max_frames:
+            return bundled
         clips = make_split("test", 2, self.max_frames, seed=0).kp2d
         if self.config.in_channels == 3:  # MotionBERT takes (x, y, confidence)
             clips = np.concatenate([clips, np.ones_like(clips[..., :1])], axis=-1)
         return list(clips)
 
+    def load_item(self, path) -> Any:
+        """A clip file: ``.npy`` 2D keypoints (F, J, K), or ``.npz`` with ``kp2d`` and, for training, ``pose3d``."""
+        from pathlib import Path
+
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"{path}: no such file")
+        if path.suffix not in (".npy", ".npz"):
+            raise InputError(f"{path}: pose clips are .npy (2D keypoints) or .npz (kp2d, pose3d) files")
+        try:
+            data = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise InputError(f"{path}: not a readable numpy file ({err})") from err
+        if path.suffix == ".npy":
+            return data
+        with data:
+            if "kp2d" not in data.files:
+                raise InputError(f"{path}: an .npz clip needs a 'kp2d' array, found {data.files}")
+            return {name: data[name] for name in data.files}
+
+    def training_batch(self, items: list) -> dict[str, Tensor]:
+        """Clips with their 3D poses (``.npz`` items) -> {"kp2d", "pose3d"}, what ``training_loss`` takes."""
+        if not all(isinstance(item, dict) and "pose3d" in item for item in items):
+            raise InputError("training a pose lifter needs clips with 3D targets: .npz files holding kp2d and pose3d")
+        pose3d = torch.as_tensor(np.stack([item["pose3d"] for item in items]))
+        return {"kp2d": self.preprocess(items), "pose3d": pose3d.to(device=self.device, dtype=self.dtype)}
+
     def preprocess(self, raw: Any) -> Tensor:
-        """A numpy array or nested list (F, J, K) or (B, F, J, K) -> a float32 batch tensor."""
+        """A numpy array or nested list (F, J, K) or (B, F, J, K), clip files (.npy/.npz) or clip dicts from
+        ``load_item`` -> a float32 batch tensor."""
+        if isinstance(raw, (str, os.PathLike)) or (
+            isinstance(raw, (list, tuple)) and raw and all(isinstance(item, (str, os.PathLike)) for item in raw)
+        ):
+            raw = [self.load_item(path) for path in ([raw] if isinstance(raw, (str, os.PathLike)) else raw)]
+            raw = raw if all(isinstance(item, dict) for item in raw) else [{"kp2d": item} for item in raw]
+        if isinstance(raw, dict):
+            raw = raw["kp2d"]
+        elif isinstance(raw, (list, tuple)) and raw and all(isinstance(item, dict) for item in raw):
+            raw = np.stack([item["kp2d"] for item in raw])
         x = torch.as_tensor(np.asarray(raw)) if not isinstance(raw, Tensor) else raw
         if x.dim() == 3:
             x = x.unsqueeze(0)

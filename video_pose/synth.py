@@ -253,3 +253,22 @@ def make_split(split: str, num_clips: int, frames: int, seed: int = 0) -> Clips:
     if split not in SPLIT_SEEDS:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     return make_clips(num_clips, frames, SPLIT_SEEDS[split] + seed, held_out_views=split == "test")
+
+
+def write_sample_files(folder, num_clips: int = 2, frames: int = 27) -> list:
+    """Held-out clips as ``.npz`` files (kp2d (F, 17, 2) and pose3d (F, 17, 3), float32): the bundled samples.
+
+    ``video_pose/samples/`` was written by ``python -c "from video_pose.synth import write_sample_files;
+    write_sample_files('video_pose/samples')"``; the pose models' ``sample_inputs`` return these paths.
+    """
+    from pathlib import Path
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    clips = make_split("test", num_clips, frames, seed=0)
+    paths = []
+    for i in range(num_clips):
+        path = folder / f"heldout{i}_{clips.motion[i]}.npz"
+        np.savez(path, kp2d=clips.kp2d[i].astype(np.float32), pose3d=clips.pose3d[i].astype(np.float32))
+        paths.append(path)
+    return paths

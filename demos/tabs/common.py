@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import gradio as gr
@@ -37,7 +38,8 @@ def chosen_item(model: Any, path: str | None, sample: str, what: str, upload_hin
         index = int(sample.split()[-1]) - 1
         if not 0 <= index < len(samples):
             raise gr.Error(f"this model has {len(samples)} sample {what}; {sample!r} is not one of them")
-        return samples[index]
+        chosen = samples[index]
+        return hooks.load_item(model, chosen) if isinstance(chosen, (str, os.PathLike)) else chosen
     if not path:
         raise gr.Error(upload_hint)
     return hooks.load_item(model, path)
