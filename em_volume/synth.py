@@ -95,3 +95,23 @@ def make_dataset(seeds, config: SynthConfig = SynthConfig()) -> tuple[np.ndarray
     """Stack of volumes: raw (V, D, H, W) float32 and labels (V, D, H, W) int64."""
     pairs = [make_volume(int(s), config) for s in seeds]
     return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+
+
+def write_sample_files(folder, shape: tuple[int, int, int] = (16, 32, 80), seeds=(999, 998)) -> list:
+    """Synthetic volumes with their labels as ``.npz`` files (``volume`` float32 in [0, 1], ``labels`` int32).
+
+    ``em_volume/samples/`` was written by ``python -c "from em_volume.synth import write_sample_files;
+    write_sample_files('em_volume/samples')"`` (seeds outside the tiny model's training and evaluation seeds);
+    ``TokenUnify.sample_inputs`` returns these paths when the model's crop is their shape.
+    """
+    from pathlib import Path
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for seed in seeds:
+        raw, labels = make_volume(seed, SynthConfig(shape=tuple(shape)))
+        path = folder / f"synthetic_seed{seed}.npz"
+        np.savez_compressed(path, volume=raw.astype(np.float32), labels=labels.astype(np.int32))
+        paths.append(path)
+    return paths

@@ -304,12 +304,42 @@ class TokenUnify(ZooModel):
         return self.preciever(logits)
 
     # ---- the zoo contract -------------------------------------------------------------------------
-    def sample_inputs(self) -> list[np.ndarray]:
-        """One synthetic EM volume (D, H, W) of the crop size, not among the tiny model's training seeds."""
+    def sample_inputs(self) -> list:
+        """Synthetic EM volumes for demos, comparisons and smoke tests: the bundled ``em_volume/samples/*.npz``
+        (volume + labels, so fine-tuning can use them) when the model's crop is their shape, else one
+        volume (D, H, W) generated at the crop size."""
         from em_volume.synth import SynthConfig, make_volume
 
+        bundled = sorted((Path(__file__).resolve().parent / "samples").glob("*.npz"))
+        if bundled:
+            with np.load(bundled[0], allow_pickle=False) as first:
+                if tuple(first["volume"].shape) == tuple(self.config.crop_size):
+                    return bundled
         raw, _ = make_volume(999, SynthConfig(shape=tuple(self.config.crop_size)))
         return [raw]
+
+    def load_item(self, path) -> Any:
+        """A volume file (.h5/.hdf5, .tif/.tiff, .npy), or ``.npz`` with ``volume`` and, for training, ``labels``."""
+        path = Path(path)
+        if path.suffix.lower() != ".npz":
+            return read_volume(path)
+        if not path.is_file():
+            raise InputError(f"volume file {path} does not exist")
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                item = {name: data[name] for name in data.files}
+        except (OSError, ValueError) as err:
+            raise CorruptFileError(str(path), f"not a readable .npz file ({err})") from err
+        if "volume" not in item:
+            raise InputError(f"{path}: an .npz volume needs a 'volume' array, found {sorted(item)}")
+        return item
+
+    def training_batch(self, items: list) -> dict[str, Tensor]:
+        """Volumes with their labels (``.npz`` items) -> {"volume", "labels"}, what ``training_loss`` takes."""
+        if not all(isinstance(item, dict) and "labels" in item for item in items):
+            raise InputError("affinity training needs volumes with labels: .npz files holding volume and labels")
+        labels = torch.as_tensor(np.stack([item["labels"] for item in items]).astype(np.int64))
+        return {"volume": self.preprocess(items), "labels": labels.to(self.device)}
 
     def preprocess(self, raw: Any, key: str | None = None) -> Tensor:
         """A volume -> (B, 1, D, H, W) float32 in [0, 1].
@@ -319,6 +349,10 @@ class TokenUnify(ZooModel):
         Integer data is min-max
         scaled over the whole volume (upstream's scaler); floats are taken as already in [0, 1].
         """
+        if isinstance(raw, dict):  # an .npz item from load_item
+            raw = raw["volume"]
+        if isinstance(raw, (str, os.PathLike)) and Path(raw).suffix.lower() == ".npz":
+            raw = self.load_item(raw)["volume"]
         if isinstance(raw, (list, tuple)):  # a batch of volumes (paths or arrays) of one shape
             if not raw:
                 raise InputError("empty batch: no volumes given")

@@ -281,3 +281,24 @@ def test_preprocess_stacks_a_list_of_volumes_of_one_shape_and_refuses_mixed_shap
         model.preprocess([volumes[0], volumes[1][:8]])
     with pytest.raises(InputError, match="empty batch"):
         model.preprocess([])
+
+
+def test_npz_volumes_load_with_their_labels_and_give_a_training_batch(tmp_path):
+    from em_volume.synth import write_sample_files
+
+    tiny = zoo.load("tokenunify-tiny")
+    paths = write_sample_files(tmp_path, shape=tuple(tiny.config.crop_size), seeds=(5, 6))
+    items = [tiny.load_item(p) for p in paths]
+    batch = tiny.training_batch(items)
+    assert batch["volume"].shape == (2, 1, *tiny.config.crop_size)
+    assert batch["labels"].shape == (2, *tiny.config.crop_size) and batch["labels"].dtype == torch.int64
+    assert torch.isfinite(tiny.training_loss(batch))
+    with pytest.raises(InputError, match="labels"):
+        tiny.training_batch([items[0]["volume"]])
+
+
+def test_a_corrupt_npz_volume_is_reported_as_corrupt(tmp_path):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(CorruptFileError, match="bad.npz"):
+        zoo.load("tokenunify-tiny").load_item(bad)
