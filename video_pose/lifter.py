@@ -14,6 +14,7 @@ Subclasses implement ``forward_features`` and ``forward_head``.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -109,8 +110,6 @@ class PoseLifter(ZooModel):
         fine-tuning can use them) when they fit the model's window and channels; otherwise two clips
         (F, 17, K) generated at the model's window length.
         """
-        from pathlib import Path
-
         from video_pose.synth import make_split
 
         bundled = sorted((Path(__file__).resolve().parent / "samples").glob("*.npz"))
@@ -124,8 +123,6 @@ class PoseLifter(ZooModel):
 
     def load_item(self, path) -> Any:
         """A clip file: ``.npy`` 2D keypoints (F, J, K), or ``.npz`` with ``kp2d`` and, for training, ``pose3d``."""
-        from pathlib import Path
-
         path = Path(path)
         if not path.is_file():
             raise InputError(f"{path}: no such file")
@@ -152,15 +149,11 @@ class PoseLifter(ZooModel):
     def preprocess(self, raw: Any) -> Tensor:
         """A numpy array or nested list (F, J, K) or (B, F, J, K), clip files (.npy/.npz) or clip dicts from
         ``load_item`` -> a float32 batch tensor."""
-        if isinstance(raw, (str, os.PathLike)) or (
-            isinstance(raw, (list, tuple)) and raw and all(isinstance(item, (str, os.PathLike)) for item in raw)
-        ):
-            raw = [self.load_item(path) for path in ([raw] if isinstance(raw, (str, os.PathLike)) else raw)]
-            raw = raw if all(isinstance(item, dict) for item in raw) else [{"kp2d": item} for item in raw]
-        if isinstance(raw, dict):
-            raw = raw["kp2d"]
-        elif isinstance(raw, (list, tuple)) and raw and all(isinstance(item, dict) for item in raw):
-            raw = np.stack([item["kp2d"] for item in raw])
+        if isinstance(raw, (str, os.PathLike, dict)):
+            raw = [raw]
+        if isinstance(raw, (list, tuple)) and raw and all(isinstance(i, (str, os.PathLike, dict)) for i in raw):
+            items = [i if isinstance(i, dict) else self.load_item(i) for i in raw]
+            raw = np.stack([i["kp2d"] if isinstance(i, dict) else i for i in items])
         x = torch.as_tensor(np.asarray(raw)) if not isinstance(raw, Tensor) else raw
         if x.dim() == 3:
             x = x.unsqueeze(0)
