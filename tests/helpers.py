@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 from zoo.parity import fixture_dirs, missing_reason, parity_required, parity_root
@@ -27,3 +29,10 @@ def require_fixture(fixture_dir, family: str):
             pytest.fail(missing_reason(family) + ", and TOKENZOO_REQUIRE_PARITY=1 forbids skipping")
         pytest.skip(missing_reason(family))
     return fixture_dir
+
+
+def free_port() -> int:
+    """A TCP port free right now, so parallel accelerate launches on one machine do not collide."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

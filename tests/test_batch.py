@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,18 +22,12 @@ import torch
 
 import zoo
 import zoo.batch
+from tests.helpers import free_port
 from zoo.api import Tokens, ZooModel
 from zoo.errors import ConfigError, InputError, NotSupportedError
 from zoo.text import ByteTokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    """A TCP port free right now, so parallel accelerate launches on one machine do not collide."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ---- test-only models ---------------------------------------------------------------------------

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ import zoo
 import zoo.batch
 import zoo.finetune
 import zoo.registry
+from tests.helpers import free_port
 from tests.test_batch import synthetic_files
 from zoo.api import Tokens, ZooModel
 from zoo.cards import card_metrics, read_card_data
@@ -32,13 +32,6 @@ from zoo.hub import read_safetensors
 from zoo.quant import VectorQuantizer
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    """A TCP port free right now, so parallel accelerate launches on one machine do not collide."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass(frozen=True)
