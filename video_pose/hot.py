@@ -187,6 +187,48 @@ def trace_cluster(trace: dict | None, features: Tensor, pooled: Tensor, result: 
     )
 
 
+class PruneAndRecover:
+    """TPC before block ``prune_before_block`` and TRA before the head, for any lifter whose trunk calls
+    ``prune`` and ``recover`` (MixSTE, DSTformer). The config needs kept_frames, knn_k, prune_before_block,
+    num_frames, dim and num_heads."""
+
+    def add_prune_and_recover(self, config) -> None:
+        # Registered after the trunk; state_dict order differs from upstream's, names do not.
+        self.prune_before_block = config.prune_before_block
+        self.pos_embed_token = nn.Parameter(torch.zeros(1, config.kept_frames, config.dim))
+        self.x_token = nn.Parameter(torch.zeros(1, config.num_frames, config.dim))
+        self.cross_attention = TokenRecoveringAttention(config.dim, config.num_heads)
+
+    def centre(self, num_frames: int) -> int | None:
+        """A frame always kept (TPC's seq2frame centre), or None."""
+        return None
+
+    def prune(self, x: Tensor, noise=None, generator=None, index=None, trace=None) -> tuple[Tensor, Tensor]:
+        """(B, F, J, C) -> kept tokens (B, n, J, C) and their frames (B, n)."""
+        if index is None:
+            pooled = pool_over_joints(x)
+            result = token_pruning_cluster(
+                pooled,
+                self.config.kept_frames,
+                k=self.config.knn_k,
+                center=self.centre(x.shape[1]),
+                noise=noise,
+                generator=generator,
+            )
+            trace_cluster(trace, x, pooled, result)
+            index = result.index
+        x = self.add_token_position(gather_frames(x, index))
+        if trace is not None:
+            trace["tpc_gathered"] = x
+        return x, index
+
+    def add_token_position(self, x: Tensor) -> Tensor:
+        return x + self.pos_embed_token[:, :, None, :]  # (1, n, 1, C) over B and J
+
+    def recover(self, tokens: Tensor, num_frames: int, trace=None) -> Tensor:
+        return recover_tokens(self.x_token, self.cross_attention, tokens, num_frames, trace)
+
+
 # ---- HoT on MixSTE --------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class HoTMixSTEConfig(MixSTEConfig):
@@ -217,7 +259,7 @@ class TPCMixSTEConfig(HoTMixSTEConfig):
     prune_before_block: int = 7
 
 
-class HoTMixSTE(MixSTEBase):
+class HoTMixSTE(PruneAndRecover, MixSTEBase):
     """MixSTE with token pruning before block ``prune_before_block`` and token recovery before the head."""
 
     arch: ClassVar[str] = "hot-mixste"
@@ -225,42 +267,9 @@ class HoTMixSTE(MixSTEBase):
 
     def __init__(self, config: HoTMixSTEConfig):
         super().__init__(config)
-        self.prune_before_block = config.prune_before_block
-        # Registered after the trunk; state_dict order differs from upstream's, names do not.
-        self.pos_embed_token = nn.Parameter(torch.zeros(1, config.kept_frames, config.dim))
-        self.x_token = nn.Parameter(torch.zeros(1, config.num_frames, config.dim))
-        self.cross_attention = TokenRecoveringAttention(config.dim, config.num_heads)
+        self.add_prune_and_recover(config)
         nn.init.trunc_normal_(self.pos_embed_token, std=0.02)
         nn.init.trunc_normal_(self.x_token, std=0.02)
-
-    def centre(self, num_frames: int) -> int | None:
-        return None
-
-    def prune(self, x: Tensor, noise=None, generator=None, index=None, trace=None) -> tuple[Tensor, Tensor]:
-        """(B, F, J, C) -> kept tokens (B, n, J, C) and their frames (B, n)."""
-        if index is None:
-            pooled = pool_over_joints(x)
-            result = token_pruning_cluster(
-                pooled,
-                self.config.kept_frames,
-                k=self.config.knn_k,
-                center=self.centre(x.shape[1]),
-                noise=noise,
-                generator=generator,
-            )
-            trace_cluster(trace, x, pooled, result)
-            index = result.index
-        x = gather_frames(x, index)
-        x = self.add_token_position(x)
-        if trace is not None:
-            trace["tpc_gathered"] = x
-        return x, index
-
-    def add_token_position(self, x: Tensor) -> Tensor:
-        return x + self.pos_embed_token[:, :, None, :]  # (1, n, 1, C) over B and J
-
-    def recover(self, tokens, num_frames, trace=None):
-        return recover_tokens(self.x_token, self.cross_attention, tokens, num_frames, trace)
 
 
 class TPCMixSTE(HoTMixSTE):

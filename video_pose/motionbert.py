@@ -24,14 +24,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from video_pose.hot import (
-    TokenRecoveringAttention,
-    gather_frames,
-    pool_over_joints,
-    recover_tokens,
-    token_pruning_cluster,
-    trace_cluster,
-)
+from video_pose.hot import PruneAndRecover
 from video_pose.lifter import PoseLifter
 from video_pose.mixste import DropPath, Mlp, multi_head_attention
 from zoo.errors import ConfigError
@@ -208,7 +201,7 @@ class MotionBERT(PoseLifter):
         return self.head(self.pre_logits(self.recover(tokens, num_frames, trace)))
 
 
-class HoTMotionBERT(MotionBERT):
+class HoTMotionBERT(PruneAndRecover, MotionBERT):
     """DSTformer with token pruning before depth ``prune_before_block`` and recovery after the final norm."""
 
     arch: ClassVar[str] = "hot-motionbert"
@@ -216,27 +209,8 @@ class HoTMotionBERT(MotionBERT):
 
     def __init__(self, config: HoTMotionBERTConfig):
         super().__init__(config)
-        self.prune_before_block = config.prune_before_block
-        self.pos_embed_token = nn.Parameter(torch.zeros(1, config.kept_frames, config.dim))
-        self.x_token = nn.Parameter(torch.zeros(1, config.num_frames, config.dim))
-        self.cross_attention = TokenRecoveringAttention(config.dim, config.num_heads)
+        self.add_prune_and_recover(config)
         for m in self.cross_attention.modules():
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02)
                 nn.init.zeros_(m.bias)
-
-    def prune(self, x, noise=None, generator=None, index=None, trace=None):
-        if index is None:
-            pooled = pool_over_joints(x)
-            result = token_pruning_cluster(
-                pooled, self.config.kept_frames, k=self.config.knn_k, noise=noise, generator=generator
-            )
-            trace_cluster(trace, x, pooled, result)
-            index = result.index
-        x = gather_frames(x, index) + self.pos_embed_token[:, :, None, :]
-        if trace is not None:
-            trace["tpc_gathered"] = x
-        return x, index
-
-    def recover(self, tokens, num_frames, trace=None):
-        return recover_tokens(self.x_token, self.cross_attention, tokens, num_frames, trace)
