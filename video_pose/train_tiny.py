@@ -29,14 +29,12 @@ from zoo.metrics.pose import mean_velocity_error, mpjpe, p_mpjpe
 log = logging.getLogger("video_pose.train_tiny")
 
 FRAMES = 27
-TINY = dict(num_frames=FRAMES, dim=32, mlp_hidden_dim=64, depth=4, num_heads=4)
+TINY = dict(num_frames=FRAMES, dim=32, mlp_hidden_dim=64, num_heads=4)
 
 
-def tiny_models(kept_frames: int) -> dict:
-    return {
-        "mixste-tiny": (MixSTE, MixSTEConfig(**TINY)),
-        "hot-mixste-tiny": (HoTMixSTE, HoTMixSTEConfig(**TINY, kept_frames=kept_frames, prune_before_block=1)),
-    }
+def tiny_models(depth: int, kept_frames: int, prune_before_block: int) -> dict:
+    hot = HoTMixSTEConfig(**TINY, depth=depth, kept_frames=kept_frames, prune_before_block=prune_before_block)
+    return {"mixste-tiny": (MixSTE, MixSTEConfig(**TINY, depth=depth)), "hot-mixste-tiny": (HoTMixSTE, hot)}
 
 
 EVAL_NOISE_SEED = 0  # the generator that draws HoT's tie-break noise at evaluation
@@ -104,8 +102,10 @@ def card_body(name: str, results: dict, args: dict, note: str = "") -> str:
 ## How it was trained
 
 `flock /tmp/tokenzoo-cpu.lock python -m video_pose.train_tiny --steps {args["steps"]} --batch {args["batch"]} \
---lr {args["lr"]} --seed {args["seed"]} --train-clips {args["train_clips"]} --kept-frames {args.get("kept_frames", 9)} \
---models {name}` (script: `video_pose/train_tiny.py`, {args["threads"]} thread).
+--lr {args["lr"]} --seed {args["seed"]} --train-clips {args["train_clips"]} --depth {args["depth"]} \
+--kept-frames {args["kept_frames"]} --prune-before-block {args["prune_before_block"]}` (script:
+`video_pose/train_tiny.py`, {args["threads"]} thread). Both models are {args["depth"]} blocks of width {TINY["dim"]};
+HoT keeps upstream's proportions (HoT-MixSTE: 8 blocks, prune before block 3, keep a third of the frames).
 Data: `video_pose.synth` forward-kinematics motion (walk, run, turn, arm swings, sitting) on the H3.6M-17
 skeleton, {args["train_clips"]} training clips of {FRAMES} frames at 50 fps, projected by pinhole cameras with
 pixel noise and jitter, flip augmentation. Loss: MPJPE + 2 x velocity error (HoT's recipe without the joint
@@ -119,7 +119,7 @@ Held-out test: {args["test_clips"]} clips of {FRAMES} frames from new subjects s
 |---|---|---|---|---|---|---|
 {rows}
 
-HoT-MixSTE-tiny keeps {hot["kept_frames"]} of 27 frames from block 1 on: \
+HoT-MixSTE-tiny keeps {hot["kept_frames"]} of {FRAMES} frames from block {args["prune_before_block"]} on: \
 FLOPs ratio {hot["gflops_total"] / base["gflops_total"]:.3f}
 (all matmuls), MPJPE ratio {hot["mpjpe_mm"] / base["mpjpe_mm"]:.3f} vs the MixSTE-tiny baseline.
 These are synthetic-data figures, not Human3.6M results.
@@ -136,7 +136,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--train-clips", type=int, default=4000)
     parser.add_argument("--test-clips", type=int, default=256)
     parser.add_argument("--threads", type=int, default=1)
+    # Upstream's HoT-MixSTE proportions: 8 blocks, prune after the first 3, keep a third of the frames.
+    parser.add_argument("--depth", type=int, default=8)
     parser.add_argument("--kept-frames", type=int, default=9, help="frames HoT keeps of 27")
+    parser.add_argument("--prune-before-block", type=int, default=3)
     parser.add_argument("--note", default="", help="a paragraph appended to the cards")
     parser.add_argument(
         "--models", nargs="*", default=["mixste-tiny", "hot-mixste-tiny"], help="train these; reload the others"
@@ -153,7 +156,7 @@ def main(argv: list[str] | None = None) -> dict:
     test_kp2d, test_pose3d = torch.from_numpy(test.kp2d), torch.from_numpy(test.pose3d)
 
     results, models = {}, {}
-    for name, (cls, config) in tiny_models(args.kept_frames).items():
+    for name, (cls, config) in tiny_models(args.depth, args.kept_frames, args.prune_before_block).items():
         if name not in args.models:  # trained before: reload it and its training record
             import zoo
 
