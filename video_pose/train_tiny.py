@@ -1,11 +1,12 @@
-"""Train the bundled tiny MixSTE and HoT-MixSTE on synthetic motion, evaluate both on held-out data, write cards.
+"""Train a bundled tiny lifter and its HoT version on synthetic motion, evaluate both on held-out data, write cards.
 
-    flock /tmp/tokenzoo-cpu.lock python -m video_pose.train_tiny --out-dir hub_cards
+    flock /tmp/tokenzoo-cpu.lock python -m video_pose.train_tiny --out-dir hub_cards                       # MixSTE
+    flock /tmp/tokenzoo-cpu.lock python -m video_pose.train_tiny --out-dir hub_cards --family motionbert
 
-Both models see the same clips in the same order (seed 0) for the same number of steps, with accelerate
-on the CPU. Held-out evaluation: new subjects and camera azimuths never used in training
-(``video_pose.synth.HELD_OUT_AZIMUTHS``). The figures go into hub_cards/{mixste-tiny,hot-mixste-tiny}/README.md
-and training.json beside them.
+Both models of a pair see the same clips in the same order (seed 0) for the same number of steps, with
+accelerate on the CPU. Held-out evaluation: new subjects and camera azimuths never used in training
+(``video_pose.synth.HELD_OUT_AZIMUTHS``). The figures go into hub_cards/{NAME}/README.md and training.json
+beside them, for NAME in mixste-tiny, hot-mixste-tiny (or motionbert-tiny, hot-motionbert-tiny).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import logging
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -22,6 +24,7 @@ import torch
 from video_pose.flops import count_flops
 from video_pose.hot import HoTMixSTE, HoTMixSTEConfig
 from video_pose.mixste import MixSTE, MixSTEConfig
+from video_pose.motionbert import HoTMotionBERT, HoTMotionBERTConfig, MotionBERT, MotionBERTConfig
 from video_pose.skeleton import flip_pose
 from video_pose.synth import HELD_OUT_AZIMUTHS, make_split
 from zoo.metrics.pose import mean_velocity_error, mpjpe, p_mpjpe
@@ -29,12 +32,53 @@ from zoo.metrics.pose import mean_velocity_error, mpjpe, p_mpjpe
 log = logging.getLogger("video_pose.train_tiny")
 
 FRAMES = 27
-TINY = dict(num_frames=FRAMES, dim=32, mlp_hidden_dim=64, num_heads=4)
 
 
-def tiny_models(depth: int, kept_frames: int, prune_before_block: int) -> dict:
-    hot = HoTMixSTEConfig(**TINY, depth=depth, kept_frames=kept_frames, prune_before_block=prune_before_block)
-    return {"mixste-tiny": (MixSTE, MixSTEConfig(**TINY, depth=depth)), "hot-mixste-tiny": (HoTMixSTE, hot)}
+@dataclass(frozen=True)
+class Family:
+    """A baseline lifter and its HoT version at tiny size, with upstream's HoT proportions as defaults."""
+
+    base: tuple  # (name, class, config class)
+    hot: tuple
+    sizes: dict  # config fields shared by both
+    depth: int
+    prune_before_block: int
+    proportions: str  # upstream's setting, said on the cards
+
+    def models(self, depth: int, kept_frames: int, prune_before_block: int) -> dict:
+        (base, base_cls, base_config), (hot, hot_cls, hot_config) = self.base, self.hot
+        return {
+            base: (base_cls, base_config(**self.sizes, depth=depth)),
+            hot: (
+                hot_cls,
+                hot_config(**self.sizes, depth=depth, kept_frames=kept_frames, prune_before_block=prune_before_block),
+            ),
+        }
+
+
+FAMILIES = {
+    "mixste": Family(
+        base=("mixste-tiny", MixSTE, MixSTEConfig),
+        hot=("hot-mixste-tiny", HoTMixSTE, HoTMixSTEConfig),
+        sizes=dict(num_frames=FRAMES, dim=32, mlp_hidden_dim=64, num_heads=4),
+        depth=8,
+        prune_before_block=3,
+        proportions="HoT-MixSTE: 8 blocks, prune before block 3, keep a third of the frames",
+    ),
+    "motionbert": Family(
+        base=("motionbert-tiny", MotionBERT, MotionBERTConfig),
+        hot=("hot-motionbert-tiny", HoTMotionBERT, HoTMotionBERTConfig),
+        sizes=dict(num_frames=FRAMES, dim=32, mlp_hidden_dim=128, dim_rep=64, num_heads=4),
+        depth=5,
+        prune_before_block=1,
+        proportions="HoT-MotionBERT: 5 dual-stream depths, prune before depth 1, keep a third of the frames",
+    ),
+}
+
+
+def model_inputs(clips, channels: int) -> torch.Tensor:
+    """The 2D keypoints a lifter reads: (N, F, 17, 2), or with the confidence channel for MotionBERT."""
+    return torch.from_numpy(clips.kp2d if channels == 2 else clips.kp2d_with_confidence())
 
 
 EVAL_NOISE_SEED = 0  # the generator that draws HoT's tie-break noise at evaluation
@@ -91,21 +135,22 @@ def train_one(cls, config, data: dict, args) -> tuple[torch.nn.Module, dict]:
     return model, {"train_seconds": round(time.perf_counter() - start, 1), "final_loss": round(losses[-1], 5)}
 
 
-def card_body(name: str, results: dict, args: dict, note: str = "") -> str:
+def card_body(family: Family, results: dict, args: dict, note: str = "") -> str:
     rows = "\n".join(
         f"| {n} | {r['params']:,} | {r['gflops_total']:.4f} | {r['gflops_linear']:.4f} | {r['mpjpe_mm']} | "
         f"{r['p_mpjpe_mm']} | {r['mpjve_mm']} |"
         for n, r in results.items()
     )
-    hot, base = results["hot-mixste-tiny"], results["mixste-tiny"]
+    hot, base = results[family.hot[0]], results[family.base[0]]
+    family_flag = f" --family {args['family']}" if args.get("family", "mixste") != "mixste" else ""
     return f"""
 ## How it was trained
 
-`flock /tmp/tokenzoo-cpu.lock python -m video_pose.train_tiny --steps {args["steps"]} --batch {args["batch"]} \
---lr {args["lr"]} --seed {args["seed"]} --train-clips {args["train_clips"]} --depth {args["depth"]} \
---kept-frames {args["kept_frames"]} --prune-before-block {args["prune_before_block"]}` (script:
-`video_pose/train_tiny.py`, {args["threads"]} thread). Both models are {args["depth"]} blocks of width {TINY["dim"]};
-HoT keeps upstream's proportions (HoT-MixSTE: 8 blocks, prune before block 3, keep a third of the frames).
+`flock /tmp/tokenzoo-cpu.lock python -m video_pose.train_tiny{family_flag} --steps {args["steps"]} \
+--batch {args["batch"]} --lr {args["lr"]} --seed {args["seed"]} --train-clips {args["train_clips"]} \
+--depth {args["depth"]} --kept-frames {args["kept_frames"]} --prune-before-block {args["prune_before_block"]}`
+(script: `video_pose/train_tiny.py`, {args["threads"]} thread). Both models are {args["depth"]} blocks of width
+{family.sizes["dim"]}; HoT keeps upstream's proportions ({family.proportions}).
 Data: `video_pose.synth` forward-kinematics motion (walk, run, turn, arm swings, sitting) on the H3.6M-17
 skeleton, {args["train_clips"]} training clips of {FRAMES} frames at 50 fps, projected by pinhole cameras with
 pixel noise and jitter, flip augmentation. Loss: MPJPE + 2 x velocity error (HoT's recipe without the joint
@@ -119,9 +164,9 @@ Held-out test: {args["test_clips"]} clips of {FRAMES} frames from new subjects s
 |---|---|---|---|---|---|---|
 {rows}
 
-HoT-MixSTE-tiny keeps {hot["kept_frames"]} of {FRAMES} frames from block {args["prune_before_block"]} on: \
+{family.hot[0]} keeps {hot["kept_frames"]} of {FRAMES} frames from block {args["prune_before_block"]} on: \
 FLOPs ratio {hot["gflops_total"] / base["gflops_total"]:.3f}
-(all matmuls), MPJPE ratio {hot["mpjpe_mm"] / base["mpjpe_mm"]:.3f} vs the MixSTE-tiny baseline.
+(all matmuls), MPJPE ratio {hot["mpjpe_mm"] / base["mpjpe_mm"]:.3f} vs the {family.base[0]} baseline.
 These are synthetic-data figures, not Human3.6M results.
 {note}"""
 
@@ -136,15 +181,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--train-clips", type=int, default=4000)
     parser.add_argument("--test-clips", type=int, default=256)
     parser.add_argument("--threads", type=int, default=1)
-    # Upstream's HoT-MixSTE proportions: 8 blocks, prune after the first 3, keep a third of the frames.
-    parser.add_argument("--depth", type=int, default=8)
-    parser.add_argument("--kept-frames", type=int, default=9, help="frames HoT keeps of 27")
-    parser.add_argument("--prune-before-block", type=int, default=3)
+    parser.add_argument("--family", choices=sorted(FAMILIES), default="mixste")
+    parser.add_argument("--depth", type=int, default=None, help="default: upstream's (8 MixSTE, 5 MotionBERT)")
+    parser.add_argument("--kept-frames", type=int, default=9, help="frames HoT keeps of 27, a third as upstream")
+    parser.add_argument("--prune-before-block", type=int, default=None, help="default: upstream's (3 / 1)")
     parser.add_argument("--note", default="", help="a paragraph appended to the cards")
-    parser.add_argument(
-        "--models", nargs="*", default=["mixste-tiny", "hot-mixste-tiny"], help="train these; reload the others"
-    )
+    parser.add_argument("--models", nargs="*", default=None, help="train these (default both); reload the others")
     args = parser.parse_args(argv)
+    family = FAMILIES[args.family]
+    args.depth = family.depth if args.depth is None else args.depth
+    args.prune_before_block = family.prune_before_block if args.prune_before_block is None else args.prune_before_block
+    args.models = [family.base[0], family.hot[0]] if args.models is None else args.models
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     # One thread: on the shared 2-core machine two OpenMP threads spin against other jobs and a step of
     # these tiny matmuls takes 10x longer (measured 5 s vs 0.4 s).
@@ -152,11 +199,13 @@ def main(argv: list[str] | None = None) -> dict:
 
     train = make_split("train", args.train_clips, FRAMES, seed=args.seed)
     test = make_split("test", args.test_clips, FRAMES, seed=args.seed)
-    data = {"kp2d": torch.from_numpy(train.kp2d), "pose3d": torch.from_numpy(train.pose3d)}
-    test_kp2d, test_pose3d = torch.from_numpy(test.kp2d), torch.from_numpy(test.pose3d)
+    pairs = family.models(args.depth, args.kept_frames, args.prune_before_block)
+    channels = next(iter(pairs.values()))[1].in_channels
+    data = {"kp2d": model_inputs(train, channels), "pose3d": torch.from_numpy(train.pose3d)}
+    test_kp2d, test_pose3d = model_inputs(test, channels), torch.from_numpy(test.pose3d)
 
     results, models = {}, {}
-    for name, (cls, config) in tiny_models(args.depth, args.kept_frames, args.prune_before_block).items():
+    for name, (cls, config) in pairs.items():
         if name not in args.models:  # trained before: reload it and its training record
             import zoo
 
@@ -168,7 +217,7 @@ def main(argv: list[str] | None = None) -> dict:
         else:
             model, record = train_one(cls, config, data, args)
             results[name] = {**record, **evaluate(model, test_kp2d, test_pose3d)}
-        flops = count_flops(model, (1, FRAMES, 17, 2))
+        flops = count_flops(model, (1, FRAMES, 17, channels))
         results[name] = {
             **results[name],
             "params": flops["params"],
@@ -181,14 +230,15 @@ def main(argv: list[str] | None = None) -> dict:
     from zoo.cards import make_card
 
     current_args = {k: str(v) for k, v in vars(args).items()}
-    results["hot-mixste-tiny"]["kept_frames"] = models["hot-mixste-tiny"].config.kept_frames
+    results[family.hot[0]]["kept_frames"] = models[family.hot[0]].config.kept_frames
 
     for name, model in models.items():
         r = results[name]
         summary = (
             f"A tiny {model.arch} ({r['params']:,} parameters, {FRAMES}-frame window) trained here on synthetic "
-            "motion, bundled so that tests and the demo run offline. Input: (B, F, 17, 2) screen-normalised 2D "
-            "keypoints in H3.6M-17 order; output: root-relative 3D joints in metres."
+            f"motion, bundled so that tests and the demo run offline. Input: (B, F, 17, {channels}) screen-normalised "
+            f"2D keypoints{' with confidence' if channels == 3 else ''} in H3.6M-17 order; output: root-relative 3D "
+            "joints in metres."
         )
         card = make_card(
             name=name,
@@ -210,7 +260,7 @@ def main(argv: list[str] | None = None) -> dict:
                 }
                 for k in ("mpjpe_mm", "p_mpjpe_mm", "mpjve_mm")
             ],
-            body=card_body(name, results, results[name].get("trained_by") or current_args, args.note),
+            body=card_body(family, results, results[name].get("trained_by") or current_args, args.note),
         )
         model.save_pretrained(args.out_dir / name, card=card)
         trained_by = results[name].get("trained_by") or current_args
