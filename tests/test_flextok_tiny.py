@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -26,6 +29,20 @@ def test_flextok_tiny_reconstructs_held_out_images_better_from_all_tokens_than_f
     coarse = psnr(tiny.decode(tokens.truncate(1), seed=0).clamp(-1, 1), images).mean()
     fine = psnr(tiny.decode(tokens, seed=0).clamp(-1, 1), images).mean()
     assert fine > coarse + 0.5
+
+
+def test_flextok_tiny_reproduces_its_card_figures_and_improves_with_every_doubling_of_k(tiny):
+    from vision.flextok.train_tiny import card_ks, evaluate, held_out_images
+
+    record = json.loads((Path(__file__).resolve().parent.parent / "hub_cards/flextok-tiny/training.json").read_text())
+    images = held_out_images(record["held_out_images"], record["seed"])
+    rows = evaluate(tiny, images, card_ks(tiny.config.num_registers))
+    assert [r["k"] for r in rows] == [r["k"] for r in record["metrics"]]
+    for got, card in zip(rows, record["metrics"], strict=True):
+        assert got["psnr"] == pytest.approx(card["psnr"], abs=0.05), got["k"]
+    by_k = [r["psnr"] for r in rows if r["k"] != "vae"]
+    assert all(finer > coarser for coarser, finer in zip(by_k, by_k[1:])), by_k
+    assert rows[-1]["psnr"] > by_k[-1]  # the VAE alone is the ceiling
 
 
 def test_demo_writes_a_grid_and_reports_psnr_for_each_k(tmp_path):

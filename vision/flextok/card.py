@@ -53,20 +53,7 @@ def official_card(name: str):
         "`tokenzoo convert flextok PATH --out DIR`.\n\nDecoding on CPU is slow at this size (25 steps x 2 CFG "
         "passes); use a GPU.\n" + LICENSE_BODY
     ).replace("NAME", repr(name))
-    return make_card(
-        name=name,
-        arch="flextok",
-        modality="image",
-        license="apple-amlr",
-        summary=summary,
-        upstream_repo=UPSTREAM,
-        upstream_revision=UPSTREAM_REVISION,
-        paper=PAPER,
-        hub_repo=repo,
-        revision="main",
-        weights=f"Published by EPFL-VILAB at https://huggingface.co/{repo} (upstream layout, loaded as is).",
-        body=body,
-    )
+    return published_card(name, "flextok", repo, "upstream", summary, body)
 
 
 def vae_card(name: str):
@@ -82,9 +69,14 @@ def vae_card(name: str):
         "posterior mode as continuous tokens, embeddings (B, h*w, C) in row-major order; `decode` inverts it.\n"
         + LICENSE_BODY
     )
+    return published_card(name, "flextok-vae", repo, "diffusers", summary, body)
+
+
+def published_card(name: str, arch: str, repo: str, layout: str, summary: str, body: str):
+    """A card for weights EPFL-VILAB publishes on the Hub, loaded from its repo as is."""
     return make_card(
         name=name,
-        arch="flextok-vae",
+        arch=arch,
         modality="image",
         license="apple-amlr",
         summary=summary,
@@ -93,19 +85,22 @@ def vae_card(name: str):
         paper=PAPER,
         hub_repo=repo,
         revision="main",
-        weights=f"Published by EPFL-VILAB at https://huggingface.co/{repo} (diffusers layout, loaded as is).",
+        weights=f"Published by EPFL-VILAB at https://huggingface.co/{repo} ({layout} layout, loaded as is).",
         body=body,
     )
 
 
 def tiny_card(record: dict):
+    s = record["sampler"]
+    guidance = "no guidance" if s["guidance"] == 1 else f"{'APG' if s['apg'] else 'plain CFG'} {s['guidance']}"
+    decoding = f"{s['steps']} Euler steps, {guidance}"
     metrics = []
     for row in record["metrics"]:
         if row["k"] == "vae":
             continue
         protocol = (
             f"{record['held_out_images']} held-out 32x32 images (procedural scenes + crops of scikit-image samples "
-            f"never seen in training), first k tokens, 10 Euler steps, no guidance, seed 0, images in [-1, 1]"
+            f"never seen in training), first k tokens, {decoding}, seed 0, images in [-1, 1]"
         )
         for metric in ("psnr", "ssim"):
             metrics.append(
@@ -119,6 +114,7 @@ def tiny_card(record: dict):
             )
     vae_psnr = next((r["psnr"] for r in record["metrics"] if r["k"] == "vae"), "n/a")
     rows = "\n".join(f"| {r['k']} | {r['psnr']} | {r.get('ssim', '')} |" for r in record["metrics"])
+    vae, tok = record["vae"], record["tokenizer"]
     body = f"""
 ## Coarse to fine
 
@@ -126,22 +122,22 @@ def tiny_card(record: dict):
 |---|---|---|
 {rows}
 
-(`vae` = the VAE alone, the ceiling for any k.)
+Decoded with {decoding}, seed 0. (`vae` = the VAE alone, the ceiling for any k.)
 
 ## Training
 
-Trained here on CPU by `python -m vision.flextok.train_tiny` (seed {record["seed"]}): {record["train_images"]}
-images (procedural scenes of shapes, gradients and stripes, plus random crops and flips of the images scikit-image
-ships). Stage 1, the VAE: {record["vae"]["steps"]} steps, {record["vae"]["seconds"]} s, L1 + 1e-4 KL; latents scaled
-by {record["vae_scaling_factor"]} (unit std). Stage 2, FlexTok: {record["tokenizer"]["steps"]} steps,
-{record["tokenizer"]["seconds"]} s, rectified-flow loss with uniform nested dropout and 20% null-condition dropout.
+Trained here on CPU by `python -m vision.flextok.train_tiny --vae-steps {vae["steps"]} --tok-steps {tok["steps"]} \
+--seed {record["seed"]}` ({record["train_images"]} images: procedural scenes of shapes, gradients and stripes, plus
+random crops and flips of the images scikit-image ships). Stage 1, the VAE: {vae["steps"]} AdamW steps of batch
+{vae["batch"]}, L1 + 1e-4 KL, {vae["seconds"]} s; latents scaled by {record["vae_scaling_factor"]} (unit std).
+Stage 2, FlexTok: {tok["steps"]} steps of batch {tok["batch"]}, {tok["seconds"]} s, rectified-flow loss with uniform
+nested dropout and 20% null-condition dropout. Both stages: peak learning rate 1e-3, cosine decay, one CPU thread.
 **REPA is omitted** (no DINOv2 weights offline, and it only speeds up training).
 
-This is a demonstration model, far from the paper's quality. The whole run had about 19 minutes of a shared 2-core
-CPU, so the VAE stage got only {record["vae"]["steps"]} steps and the VAE alone reconstructs at {vae_psnr} dB PSNR:
-that is the ceiling for every k, and it, not the tokenizer, limits the absolute numbers. What the model does show is
-the ordering: quality rises with every added power of two of tokens. Rerun the script with larger `--vae-seconds`
-and `--tok-seconds` for a better model. The training record is in `training.json`.
+This is a demonstration model, far from the paper's quality: 32 px images and 32 tokens. The VAE alone reconstructs
+at {vae_psnr} dB PSNR, the ceiling for every k. What the model shows is FlexTok's ordering: quality rises with every
+doubling of k. From one or two tokens the rectified-flow decoder draws a plausible image whose colours are often
+off; from eight on, colours and layout follow the input. The training record is in `training.json`.
 """
     return make_card(
         name="flextok-tiny",

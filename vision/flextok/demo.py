@@ -41,6 +41,7 @@ def _grid(rows: list[torch.Tensor], scale: int = 4):
 
 def run(out_dir: Path) -> list[dict]:
     import zoo
+    from vision.flextok.train_tiny import card_ks
     from zoo.metrics.image import psnr
 
     out_dir = Path(out_dir)
@@ -51,8 +52,7 @@ def run(out_dir: Path) -> list[dict]:
     start = time.perf_counter()
     tokens = model.encode(images)
     encode_seconds = time.perf_counter() - start
-    r = model.config.num_registers
-    ks = [k for k in (1, 2, 4, 8, 16) if k < r] + [r]
+    ks = card_ks(model.config.num_registers)
     recons, rows = [], []
     pixels = images.shape[-1] * images.shape[-2]
     bits_per_token = math.log2(model.fsq.codebook_size)
