@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import random
 import subprocess
 import tempfile
@@ -45,6 +44,7 @@ from audio.tiny import (
     text_to_ids,
     transcribe,
 )
+from zoo.schedule import warmup_cosine
 
 logger = logging.getLogger("train_tiny")
 ROOT = Path(__file__).resolve().parent.parent
@@ -196,9 +196,9 @@ def main() -> None:
             if elapsed >= budget:
                 break
             progress = elapsed / budget
-            lr_scale = min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * progress))
+            lr = 2e-3 * warmup_cosine(step, warmup, progress)
             for g in optimiser.param_groups:
-                g["lr"] = 2e-3 * lr_scale
+                g["lr"] = lr
             mels = [train[i]["mel"] for i in group]
             mel_len = torch.tensor([m.shape[-1] for m in mels])
             mel = torch.zeros(len(mels), mels[0].shape[0], int(mel_len.max()))
@@ -230,7 +230,7 @@ def main() -> None:
             optimiser.step()
             step += 1
             if step % 50 == 0:
-                logger.info("epoch %d step %d loss %.3f lr %.2e", epoch, step, loss.item(), 2e-3 * lr_scale)
+                logger.info("epoch %d step %d loss %.3f lr %.2e", epoch, step, loss.item(), lr)
     train_minutes = (time.time() - opt_start) / 60
     model.eval()
     head.eval()

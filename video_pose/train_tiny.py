@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from video_pose.motionbert import HoTMotionBERT, HoTMotionBERTConfig, MotionBERT
 from video_pose.skeleton import flip_pose
 from video_pose.synth import HELD_OUT_AZIMUTHS, make_split
 from zoo.metrics.pose import mean_velocity_error, mpjpe, p_mpjpe
+from zoo.schedule import warmup_cosine
 
 log = logging.getLogger("video_pose.train_tiny")
 
@@ -108,10 +108,7 @@ def train_one(cls, config, data: dict, args) -> tuple[torch.nn.Module, dict]:
     model = cls(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05)
     warmup = max(1, args.steps // 20)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, args.steps) / args.steps)),
-    )
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, warmup, s / args.steps))
     model, optimizer, schedule = accelerator.prepare(model, optimizer, schedule)
     order = torch.Generator().manual_seed(args.seed)  # same batches for every model
     kp2d, pose3d = data["kp2d"], data["pose3d"]

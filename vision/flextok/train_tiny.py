@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import time
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import torch
 from vision.flextok.data import make_images
 from vision.flextok.model import FlexTok, FlexTokConfig
 from zoo.metrics.image import psnr, ssim
+from zoo.schedule import warmup_cosine
 
 logger = logging.getLogger("flextok.train_tiny")
 
@@ -52,9 +52,7 @@ TINY = FlexTokConfig(
 
 def cosine(optimizer: torch.optim.Optimizer, steps: int, warmup: int = 100) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warm-up, then cosine decay to a tenth of the peak rate."""
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) * (0.1 + 0.45 * (1 + math.cos(math.pi * min(s, steps) / steps)))
-    )
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, warmup, s / steps, floor=0.1))
 
 
 def train_vae(model: FlexTok, images: torch.Tensor, steps: int, batch: int, seed: int) -> dict:
