@@ -359,22 +359,24 @@ def test_parity_hot_default_config_flops_and_params_match_upstream_counts():
 CARDS = Path(__file__).resolve().parent.parent / "hub_cards"
 
 
-def test_bundled_tiny_hot_reproduces_its_card_figures_within_ten_percent_of_mixste_at_a_third_fewer_flops():
-    if not (CARDS / "hot-mixste-tiny" / "model.safetensors").is_file():
-        pytest.skip("tiny checkpoints not trained yet")
+def test_bundled_tiny_hot_pair_reproduces_its_card_figures_within_ten_percent_at_a_third_fewer_flops():
     from video_pose.flops import count_flops
-    from video_pose.train_tiny import evaluate
+    from video_pose.train_tiny import FAMILIES, evaluate, model_inputs
 
+    base_name, hot_name = FAMILIES["mixste"].base[0], FAMILIES["mixste"].hot[0]
+    base, hot = zoo.load(base_name), zoo.load(hot_name)
+    channels = base.config.in_channels
     test = make_split("test", 256, 27, seed=0)  # the held-out set the cards report
-    x, y = torch.from_numpy(test.kp2d), torch.from_numpy(test.pose3d)
-    base, hot = zoo.load("mixste-tiny"), zoo.load("hot-mixste-tiny")
+    x, y = model_inputs(test, channels), torch.from_numpy(test.pose3d)
     err_base, err_hot = evaluate(base, x, y)["mpjpe_mm"], evaluate(hot, x, y)["mpjpe_mm"]
-    recorded = json.loads((CARDS / "hot-mixste-tiny" / "training.json").read_text())["results"]
-    assert abs(err_base - recorded["mixste-tiny"]["mpjpe_mm"]) < 0.5
-    assert abs(err_hot - recorded["hot-mixste-tiny"]["mpjpe_mm"]) < 0.5
-    assert err_hot <= 1.10 * err_base
-    ratio = count_flops(hot, (1, 27, 17, 2))["flops_total"] / count_flops(base, (1, 27, 17, 2))["flops_total"]
-    assert ratio <= 2 / 3
+    recorded = json.loads((CARDS / hot_name / "training.json").read_text())["results"]
+    assert abs(err_base - recorded[base_name]["mpjpe_mm"]) < 0.5
+    assert abs(err_hot - recorded[hot_name]["mpjpe_mm"]) < 0.5
+    card = (CARDS / hot_name / "README.md").read_text()
+    assert "| motion |" in card and ("almost static" in card) == (recorded[hot_name]["motion_ratio"] < 0.1)
+    assert err_hot <= 1.10 * err_base  # the bound
+    shape = (1, 27, 17, channels)
+    assert count_flops(hot, shape)["flops_total"] <= 2 / 3 * count_flops(base, shape)["flops_total"]
     assert err_base < 130  # mm; predicting the mean training pose scores 149 mm on this set
 
 
@@ -428,3 +430,20 @@ def test_training_without_3d_targets_is_refused_by_name(tmp_path):
 def test_bundled_samples_are_the_tiny_models_sample_inputs():
     paths = zoo.load("hot-mixste-tiny").sample_inputs()
     assert paths and all(str(p).endswith(".npz") for p in paths)
+
+
+def test_train_tiny_trains_a_motionbert_pair_on_keypoints_with_confidence_and_writes_loadable_cards(tmp_path):
+    from video_pose.train_tiny import main
+
+    args = ["--family", "motionbert", "--out-dir", str(tmp_path), "--steps", "2", "--train-clips", "32"]
+    threads = str(torch.get_num_threads())  # main sets torch's thread count; keep the suite's
+    results = main([*args, "--test-clips", "8", "--batch", "4", "--depth", "2", "--threads", threads])
+    assert set(results) == {"motionbert-tiny", "hot-motionbert-tiny"}
+    hot = zoo.load(tmp_path / "hot-motionbert-tiny")
+    assert hot.arch == "hot-motionbert" and hot.config.in_channels == 3 and hot.config.prune_before_block == 1
+    assert (
+        hot.config.kept_frames == 9
+        and results["hot-motionbert-tiny"]["gflops_total"] < results["motionbert-tiny"]["gflops_total"]
+    )
+    card = (tmp_path / "hot-motionbert-tiny" / "README.md").read_text()
+    assert "--family motionbert" in card and "HoT-MotionBERT: 5 dual-stream depths" in card
