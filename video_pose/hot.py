@@ -187,6 +187,18 @@ def trace_cluster(trace: dict | None, features: Tensor, pooled: Tensor, result: 
     )
 
 
+def check_pruning_config(config) -> None:
+    """The HoT fields of a lifter config: 0 < kept_frames < num_frames, a block after the first to prune
+    before, and k >= 1 neighbours for the density."""
+    name = type(config).__name__
+    if not 0 < config.kept_frames < config.num_frames:
+        raise ConfigError(f"{name}.kept_frames={config.kept_frames} must be in (0, {config.num_frames})")
+    if not 0 < config.prune_before_block < config.depth:
+        raise ConfigError(f"{name}.prune_before_block={config.prune_before_block} must be in 1..{config.depth - 1}")
+    if config.knn_k < 1:
+        raise ConfigError(f"{name}.knn_k={config.knn_k} must be positive")
+
+
 class PruneAndRecover:
     """TPC before block ``prune_before_block`` and TRA before the head, for any lifter whose trunk calls
     ``prune`` and ``recover`` (MixSTE, DSTformer). The config needs kept_frames, knn_k, prune_before_block,
@@ -242,13 +254,7 @@ class HoTMixSTEConfig(MixSTEConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        name = type(self).__name__
-        if not 0 < self.kept_frames < self.num_frames:
-            raise ConfigError(f"{name}.kept_frames={self.kept_frames} must be in (0, {self.num_frames})")
-        if not 0 < self.prune_before_block < self.depth:
-            raise ConfigError(f"{name}.prune_before_block={self.prune_before_block} must be in 1..{self.depth - 1}")
-        if self.knn_k < 1:
-            raise ConfigError(f"{name}.knn_k={self.knn_k} must be positive")
+        check_pruning_config(self)
 
 
 @dataclass(frozen=True)

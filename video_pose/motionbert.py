@@ -24,7 +24,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from video_pose.hot import PruneAndRecover
+from video_pose.hot import PruneAndRecover, check_pruning_config
 from video_pose.lifter import PoseLifter
 from video_pose.mixste import DropPath, Mlp, multi_head_attention
 from zoo.errors import ConfigError
@@ -120,13 +120,7 @@ class HoTMotionBERTConfig(MotionBERTConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        name = type(self).__name__
-        if not 0 < self.kept_frames < self.num_frames:
-            raise ConfigError(f"{name}.kept_frames={self.kept_frames} must be in (0, {self.num_frames})")
-        if not 0 < self.prune_before_block < self.depth:
-            raise ConfigError(f"{name}.prune_before_block={self.prune_before_block} must be in 1..{self.depth - 1}")
-        if self.knn_k < 1:
-            raise ConfigError(f"{name}.knn_k={self.knn_k} must be positive")
+        check_pruning_config(self)
 
 
 class MotionBERT(PoseLifter):
