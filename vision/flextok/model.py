@@ -43,6 +43,7 @@ from vision.flextok.layers import (
     sincos_table_2d,
     unpatchify,
 )
+from vision.flextok.vae import autoencoder_kl
 from zoo.api import Tokens, ZooModel, check_float_tensor, inference
 from zoo.errors import ConfigError, InputError
 from zoo.quant import FSQ, check_ids
@@ -129,26 +130,12 @@ class FlexTokConfig:
     def pixels_per_patch(self) -> tuple[int, int]:
         return (self.vae_downsample * self.patch_size[0], self.vae_downsample * self.patch_size[1])
 
-    def diffusers_vae_config(self) -> dict[str, Any]:
-        levels = len(self.vae_block_out_channels)
-        return dict(
-            in_channels=3,
-            out_channels=3,
-            down_block_types=("DownEncoderBlock2D",) * levels,
-            up_block_types=("UpDecoderBlock2D",) * levels,
-            block_out_channels=tuple(self.vae_block_out_channels),
-            layers_per_block=self.vae_layers_per_block,
-            act_fn="silu",
-            latent_channels=self.latent_channels,
-            norm_num_groups=self.vae_norm_num_groups,
-        )
-
 
 def build_vae(config: FlexTokConfig) -> nn.Module:
     """The VAE as a diffusers AutoencoderKL built from config (no download)."""
-    from diffusers import AutoencoderKL
-
-    return AutoencoderKL(**config.diffusers_vae_config())
+    return autoencoder_kl(
+        config.vae_block_out_channels, config.vae_layers_per_block, config.latent_channels, config.vae_norm_num_groups
+    )
 
 
 def causal_last_mask(num_patches: int, num_registers: int, device: torch.device) -> Tensor:

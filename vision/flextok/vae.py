@@ -22,6 +22,25 @@ from zoo.errors import ConfigError, InputError, ModelFileNotFoundError
 DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.safetensors"
 
 
+def autoencoder_kl(block_out_channels, layers_per_block: int, latent_channels: int, norm_num_groups: int):
+    """FlexTok's VAE structure as a diffusers AutoencoderKL, built from these fields (no download): RGB in and out,
+    one down/up block per entry of ``block_out_channels`` (f = 2 ** (levels - 1)), SiLU."""
+    from diffusers import AutoencoderKL
+
+    levels = len(block_out_channels)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * levels,
+        up_block_types=("UpDecoderBlock2D",) * levels,
+        block_out_channels=tuple(block_out_channels),
+        layers_per_block=layers_per_block,
+        act_fn="silu",
+        latent_channels=latent_channels,
+        norm_num_groups=norm_num_groups,
+    )
+
+
 @dataclass(frozen=True)
 class FlexTokVAEConfig:
     """Defaults: the released VAEs' structure (upstream VAE_BASE_CFG) with 16 latent channels."""
@@ -86,19 +105,8 @@ class FlexTokVAE(ZooModel):
 
     def __init__(self, config: FlexTokVAEConfig):
         super().__init__(config)
-        from diffusers import AutoencoderKL
-
-        levels = len(config.block_out_channels)
-        self.vae = AutoencoderKL(
-            in_channels=3,
-            out_channels=3,
-            down_block_types=("DownEncoderBlock2D",) * levels,
-            up_block_types=("UpDecoderBlock2D",) * levels,
-            block_out_channels=tuple(config.block_out_channels),
-            layers_per_block=config.layers_per_block,
-            act_fn="silu",
-            latent_channels=config.latent_channels,
-            norm_num_groups=config.norm_num_groups,
+        self.vae = autoencoder_kl(
+            config.block_out_channels, config.layers_per_block, config.latent_channels, config.norm_num_groups
         )
 
     @classmethod
