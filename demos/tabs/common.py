@@ -18,6 +18,17 @@ IDS_PER_ROW = 16
 NO_SAMPLE = "(uploaded file)"
 
 
+def figure_pixels(fig) -> np.ndarray:
+    """A matplotlib figure as an (H, W, 3) uint8 picture for a gr.Image; the figure is closed."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.canvas.draw()
+    picture = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    plt.close(fig)
+    return picture
+
+
 def sample_items(model: Any) -> list[Any]:
     """The model's sample inputs, or none when its family offers none."""
     try:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from demos.tabs import load_model
-from demos.tabs.common import chosen_item, sample_choices
+from demos.tabs.common import chosen_item, figure_pixels, sample_choices
 from zoo import batch as hooks
 
 
@@ -57,11 +57,7 @@ def render(volume: np.ndarray, z: int, token_map: np.ndarray | None, grid: Any, 
         axes[2].set_title("segmentation")
     for ax in axes:
         ax.set(xticks=[], yticks=[])
-    fig.tight_layout()
-    fig.canvas.draw()
-    picture = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
-    plt.close(fig)
-    return picture
+    return figure_pixels(fig)
 
 
 def show_volume(model_name: str, path: str | None, sample: str, z: float) -> tuple[np.ndarray, str]:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from demos.tabs import load_model
-from demos.tabs.common import chosen_item, sample_choices
+from demos.tabs.common import chosen_item, figure_pixels, sample_choices
 from zoo import batch as hooks
 
 
@@ -48,11 +48,7 @@ def render(poses: np.ndarray, kept: list[int], frame: int, parents: Any) -> np.n
     timeline.axvline(frame, color="black", linestyle="--", label="shown frame")
     timeline.set(yticks=[], xlabel="frame", title="kept frames")
     timeline.legend(loc="upper right", fontsize=8)
-    fig.tight_layout()
-    fig.canvas.draw()
-    picture = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
-    plt.close(fig)
-    return picture
+    return figure_pixels(fig)
 
 
 def lift_clip(model_name: str, path: str | None, sample: str, frame: float) -> tuple[np.ndarray, str]:
