@@ -74,13 +74,16 @@ def _as_tensor(x: Any, name: str) -> Tensor:
 
 
 def pad_batch(clips: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
-    """1-D clips -> ((B, N) zero-padded on the right, (B,) int64 sample counts)."""
-    lengths = torch.tensor([c.shape[0] for c in clips], dtype=torch.int64)
+    """Clips (..., N_i) of one leading shape -> ((B, ..., N) zero-padded on the right, (B,) int64 lengths N_i).
+
+    Waveforms (N_i,) give (B, N) and sample counts; log-mels (n_mels, T_i) give (B, n_mels, T) and frame counts.
+    """
+    lengths = torch.tensor([c.shape[-1] for c in clips], dtype=torch.int64)
     if len(clips) == 1 and clips[0].dtype == torch.float32:
         return clips[0][None], lengths  # a view: an hour-long clip is not copied
-    batch = torch.zeros(len(clips), int(lengths.max()), dtype=torch.float32)
+    batch = torch.zeros(len(clips), *clips[0].shape[:-1], int(lengths.max()), dtype=torch.float32)
     for i, clip in enumerate(clips):
-        batch[i, : clip.shape[0]] = clip
+        batch[i, ..., : clip.shape[-1]] = clip
     return batch, lengths
 
 

@@ -199,11 +199,7 @@ def main() -> None:
             lr = 2e-3 * warmup_cosine(step, warmup, progress)
             for g in optimiser.param_groups:
                 g["lr"] = lr
-            mels = [train[i]["mel"] for i in group]
-            mel_len = torch.tensor([m.shape[-1] for m in mels])
-            mel = torch.zeros(len(mels), mels[0].shape[0], int(mel_len.max()))
-            for row, m in enumerate(mels):
-                mel[row, :, : m.shape[-1]] = m
+            mel, mel_len = pad_batch([train[i]["mel"] for i in group])
             hidden, lengths = model.encoder(mel, mel_len)
             if progress < args.quantizer_warmup:  # head reads the bounded values unrounded: a gradient from step 1
                 fsq = model.quantizer._codebook.fsq

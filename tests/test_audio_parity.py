@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 
 from audio.convert import upstream_fixture_model
 from audio.features import log_mel_spectrogram
+from audio.io import pad_batch
 from audio.s3tokenizer import window_starts
 from tests.helpers import parity_params, require_fixture
 
@@ -181,10 +182,7 @@ def test_parity_s3tokenizer_mixed_long_and_short_batch_rows_equal_upstream(fixtu
     codes, inputs = files
     items = info["long"]["mixed"]["items"]  # e.g. [long_a, clip1, long_b]
     mels = [inputs[f"{item}.mel"] if f"{item}.mel" in inputs else io[f"{item}.mel"] for item in items]
-    lengths = torch.tensor([m.shape[-1] for m in mels])
-    batch = torch.zeros(3, mels[0].shape[0], int(lengths.max()))
-    for i, m in enumerate(mels):
-        batch[i, :, : m.shape[-1]] = m
+    batch, lengths = pad_batch(mels)
     ids, out_lengths = model.quantize(batch, lengths, sliding_window="upstream")
     assert len(items) == len(mels) and torch.equal(out_lengths, codes["mixed.codes_len"])
     for i, n in enumerate(out_lengths.tolist()):

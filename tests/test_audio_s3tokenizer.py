@@ -9,7 +9,7 @@ import torch
 
 import zoo
 from audio.features import log_mel_spectrogram, mel_filters
-from audio.io import load_audio, resample
+from audio.io import load_audio, pad_batch, resample
 from audio.s3tokenizer import S3Tokenizer, S3TokenizerConfig, length_groups, merge_windows, window_starts
 from zoo.errors import ConfigError, CorruptFileError, InputError, NotSupportedError
 
@@ -247,3 +247,11 @@ def test_a_missing_file_raises_naming_the_path(tmp_path):
 def test_an_unknown_sliding_window_mode_is_refused():
     with pytest.raises(InputError, match="sliding_window"):
         tiny("v2").encode(speechlike(31.0), sliding_window="drop")
+
+
+def test_pad_batch_right_pads_waveforms_and_mels_along_time_and_returns_their_lengths():
+    waves, n = pad_batch([torch.ones(3), torch.ones(5)])
+    assert waves.shape == (2, 5) and n.tolist() == [3, 5] and waves[0, 3:].eq(0).all()
+    mels, frames = pad_batch([torch.ones(4, 2), torch.full((4, 6), 2.0)])
+    assert mels.shape == (2, 4, 6) and frames.tolist() == [2, 6]
+    assert mels[0, :, :2].eq(1).all() and mels[0, :, 2:].eq(0).all() and mels[1].eq(2).all()
