@@ -9,8 +9,12 @@ import pytest
 from zoo.parity import fixture_dirs, missing_reason, parity_required, parity_root
 
 
-def parity_params(family: str, marker: str = "config.json") -> list:
+def parity_params(family: str, marker: str = "config.json", where=None) -> list:
     """pytest params, one per fixture folder of ``family``; a single ``None`` param when there is none.
+
+    ``where(folder) -> bool`` keeps only the folders a test applies to, decided at collection: a test is
+    not collected for a fixture it cannot check, rather than passing or skipping there (a skipped parity
+    test would read as a missing check). A missing fixture set stays the one ``None`` param.
 
     Use in a test whose name contains ``parity`` and the family name, so that
     ``pytest -k "parity and FAMILY"`` selects it, and call ``require_fixture`` first.
@@ -19,6 +23,7 @@ def parity_params(family: str, marker: str = "config.json") -> list:
     dirs = fixture_dirs(family, marker)
     if not dirs:
         return [pytest.param(None, id="fixtures-missing")]
+    dirs = [d for d in dirs if where is None or where(d)]
     return [pytest.param(d, id=str(d.relative_to(root)) if d != root else family) for d in dirs]
 
 

@@ -31,11 +31,18 @@ def _fixture(folder: Path):
     return info, upstream_fixture_model(folder), load_file(str(folder / "io.safetensors"))
 
 
+def _long_spec(folder: Path) -> str | None:
+    """config.json["long"]["file"]: the long-audio files (README section 7.4), or None where the folder has none."""
+    info = json.loads((folder / "config.json").read_text())
+    return (info.get("long") or {}).get("file")
+
+
+LONG_FIXTURES = parity_params(FAMILY, where=lambda folder: _long_spec(folder) is not None)
+
+
 def _long_files(folder: Path, info: dict):
-    """(codes file, inputs file) named by config.json["long"]["file"], or None where the folder has none."""
-    spec = (info.get("long") or {}).get("file")
-    if not spec:
-        return None
+    """(codes file, inputs file) named by config.json["long"]["file"]."""
+    spec = info["long"]["file"]
     codes = folder / spec.split()[0]
     inputs = re.search(r"inputs:\s*([^\s)]+)", spec)
     return load_file(str(codes)), load_file(str((folder / inputs[1]) if inputs else codes))
@@ -116,28 +123,22 @@ def test_parity_s3tokenizer_waveform_encode_gives_upstream_ids(fixture_dir):
         assert torch.equal(tokens.ids[i, :n], io[f"clip{i}.codes"]), f"clip {i}"
 
 
-@pytest.mark.parametrize("fixture_dir", parity_params(FAMILY))
+@pytest.mark.parametrize("fixture_dir", LONG_FIXTURES)
 def test_parity_s3tokenizer_upstream_sliding_window_reproduces_long_audio_ids(fixture_dir):
     folder = require_fixture(fixture_dir, FAMILY)
     info, model, _ = _fixture(folder)
-    files = _long_files(folder, info)
-    if files is None:
-        return  # this folder has no long-audio file (README section 7.4); nothing to compare
-    codes, inputs = files
+    codes, inputs = _long_files(folder, info)
     for name in _long_names(codes):
         mel = inputs[f"{name}.mel"]
         ids, lengths = model.quantize(mel[None], torch.tensor([mel.shape[-1]]), sliding_window="upstream")
         assert torch.equal(ids[0, : lengths[0]], codes[f"{name}.codes"]), name
 
 
-@pytest.mark.parametrize("fixture_dir", parity_params(FAMILY))
+@pytest.mark.parametrize("fixture_dir", LONG_FIXTURES)
 def test_parity_s3tokenizer_upstream_windows_equal_upstream_per_window_ids(fixture_dir):
     folder = require_fixture(fixture_dir, FAMILY)
     info, model, _ = _fixture(folder)
-    files = _long_files(folder, info)
-    if files is None:
-        return
-    codes, inputs = files
+    codes, inputs = _long_files(folder, info)
     for name in _long_names(codes):
         mel = inputs[f"{name}.mel"]
         starts = window_starts(mel.shape[-1], "upstream")
@@ -151,15 +152,12 @@ def test_parity_s3tokenizer_upstream_windows_equal_upstream_per_window_ids(fixtu
             assert torch.equal(ids[0, :n], codes[f"{name}.segment_codes"][row, :n]), f"{name} window {row}"
 
 
-@pytest.mark.parametrize("fixture_dir", parity_params(FAMILY))
+@pytest.mark.parametrize("fixture_dir", LONG_FIXTURES)
 def test_parity_s3tokenizer_complete_sliding_window_keeps_the_tail_upstream_drops(fixture_dir):
     """Default mode: as many ids as the length formula gives, and the same ids where upstream kept them."""
     folder = require_fixture(fixture_dir, FAMILY)
     info, model, _ = _fixture(folder)
-    files = _long_files(folder, info)
-    if files is None:
-        return
-    codes, inputs = files
+    codes, inputs = _long_files(folder, info)
     for name in _long_names(codes):
         mel = inputs[f"{name}.mel"]
         ids, lengths = model.quantize(mel[None], torch.tensor([mel.shape[-1]]))
@@ -172,14 +170,11 @@ def test_parity_s3tokenizer_complete_sliding_window_keeps_the_tail_upstream_drop
         assert torch.equal(ids[0, :kept], upstream[:kept]), name
 
 
-@pytest.mark.parametrize("fixture_dir", parity_params(FAMILY))
+@pytest.mark.parametrize("fixture_dir", LONG_FIXTURES)
 def test_parity_s3tokenizer_mixed_long_and_short_batch_rows_equal_upstream(fixture_dir):
     folder = require_fixture(fixture_dir, FAMILY)
     info, model, io = _fixture(folder)
-    files = _long_files(folder, info)
-    if files is None:
-        return
-    codes, inputs = files
+    codes, inputs = _long_files(folder, info)
     items = info["long"]["mixed"]["items"]  # e.g. [long_a, clip1, long_b]
     mels = [inputs[f"{item}.mel"] if f"{item}.mel" in inputs else io[f"{item}.mel"] for item in items]
     batch, lengths = pad_batch(mels)

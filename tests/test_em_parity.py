@@ -29,9 +29,7 @@ def fixture(fixture_dir):
 
 def folders(kind):
     """Fixture folders of one kind (mamba_layer, mamba_plain, model, pretext), matched by name."""
-    params = parity_params(FAMILY)
-    picked = [p for p in params if p.values[0] is None or p.values[0].name == kind]
-    return picked or [pytest.param(None, id=f"{kind}-missing")]
+    return parity_params(FAMILY, where=lambda folder: folder.name == kind) or [pytest.param(None, id=f"{kind}-missing")]
 
 
 def max_diff(a, b):

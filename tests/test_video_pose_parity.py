@@ -24,26 +24,17 @@ ATOL, RTOL = 1e-5, 1e-4
 
 
 def fixtures_holding(kind: str, tensor: str | None = None) -> list:
-    """Fixture params of one kind ("model" or "cases"), optionally only those whose io stores ``tensor``.
+    """Fixture params of one kind ("model" or "cases"), optionally only those whose io stores ``tensor``."""
 
-    Deciding this at collection keeps a test from being collected for a fixture it cannot apply to
-    (a skipped parity test would read as a missing check). A missing fixture set stays one param that
-    require_fixture turns into a skip, or into a failure under TOKENZOO_REQUIRE_PARITY=1.
-    """
-    params = parity_params("hot")
-    if params[0].values[0] is None:
-        return params
-    chosen = []
-    for param in params:
-        fixture_dir = param.values[0]
+    def holds(fixture_dir: Path) -> bool:
         if kind not in json.loads((fixture_dir / "config.json").read_text()):
-            continue
-        if tensor is not None:
-            with safe_open(str(fixture_dir / "io.safetensors"), framework="pt") as f:
-                if tensor not in f.keys():
-                    continue
-        chosen.append(param)
-    return chosen
+            return False
+        if tensor is None:
+            return True
+        with safe_open(str(fixture_dir / "io.safetensors"), framework="pt") as f:
+            return tensor in f.keys()
+
+    return parity_params("hot", where=holds)
 
 
 def load_fixture(fixture_dir: Path) -> tuple[dict, dict]:
