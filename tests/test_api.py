@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import zoo
-from tests.tiny_model import TinyConfig, TinyModel, seeded
+from tests.fakes import TinyConfig, TinyModel, seeded
 from zoo.api import MODALITIES, Tokens, ZooModel, config_from_dict
 from zoo.cards import REQUIRED_FIELDS, card_problems, make_card
 from zoo.errors import (
@@ -374,7 +374,7 @@ def test_an_unknown_arch_is_an_unknown_model_error_listing_archs():
 
 
 def test_a_class_whose_arch_differs_from_its_registry_key_is_refused(monkeypatch):
-    monkeypatch.setitem(ARCHITECTURES, "not-tiny", "tests.tiny_model:TinyModel")
+    monkeypatch.setitem(ARCHITECTURES, "not-tiny", "tests.fakes:TinyModel")
     with pytest.raises(ConfigError, match="declares arch 'test-tiny', registered as 'not-tiny'"):
         get_arch("not-tiny")
 

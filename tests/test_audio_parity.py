@@ -16,10 +16,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from audio.convert import upstream_fixture_model
 from audio.features import log_mel_spectrogram
 from audio.io import pad_batch
 from audio.s3tokenizer import window_starts
+from audio.s3tokenizer.convert import upstream_fixture_model
 from tests.helpers import parity_params, require_fixture
 
 FAMILY = "s3tokenizer"

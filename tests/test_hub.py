@@ -14,8 +14,8 @@ import pytest
 import torch
 
 import zoo
+from tests.fakes import TinyConfig, seeded
 from tests.hubserver import git_blob_sha1
-from tests.tiny_model import TinyConfig, seeded
 from zoo.errors import (
     CheckpointMismatchError,
     CorruptFileError,
@@ -156,8 +156,8 @@ def test_a_cached_model_reloads_with_hf_hub_offline_in_a_fresh_process(hub, tmp_
     script = textwrap.dedent(
         f"""
         import torch, zoo
-        from tests import tiny_model
-        zoo.register_arch(tiny_model.ARCH, tiny_model.TARGET)
+        from tests.fakes import ARCHS, TinyModel
+        zoo.register_arch(TinyModel.arch, ARCHS[TinyModel.arch])
         loaded = zoo.load("hf-hub:{REPO}")
         expected = torch.load({str(expected)!r}, weights_only=True)
         assert all(torch.equal(loaded.state_dict()[k], v) for k, v in expected.items())
