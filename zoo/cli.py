@@ -87,6 +87,7 @@ def write_outputs(outputs, out_dir: Path) -> list[Path]:
     (waveform, sample_rate) pairs -> .wav."""
     import numpy as np
     import torch
+    from PIL import Image
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
@@ -95,7 +96,7 @@ def write_outputs(outputs, out_dir: Path) -> list[Path]:
         if isinstance(item, str):
             path = path.with_suffix(".txt")
             path.write_text(item, encoding="utf-8")
-        elif hasattr(item, "save") and hasattr(item, "mode"):  # PIL.Image
+        elif isinstance(item, Image.Image):
             path = path.with_suffix(".png")
             item.save(path)
         elif isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], int):

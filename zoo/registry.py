@@ -49,7 +49,7 @@ class Family:
 
 
 # The one table of family strings. Each target is imported only when it is used, so ``import zoo``
-# pulls in no family; tests/test_registry_layers.py keeps every target importable and every class's
+# pulls in no family; tests/test_layout.py keeps every target importable and every class's
 # ``arch`` equal to its key.
 FAMILIES: tuple[Family, ...] = (
     Family(
