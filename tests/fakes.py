@@ -380,31 +380,6 @@ def make_images(folder: Path, count: int, seed: int = 0) -> list[str]:
     return paths
 
 
-def synthetic_files(modality: str, folder: Path) -> list[str]:
-    """Format-generic inputs for families without sample inputs: PNG images and 16 kHz WAV clips."""
-    folder.mkdir(parents=True, exist_ok=True)
-    if modality == "image":
-        from PIL import Image
-
-        paths = []
-        for i, size in enumerate([(64, 64), (80, 48)]):
-            ramp = np.linspace(0, 255, size[0] * size[1] * 3).reshape(size[1], size[0], 3)
-            Image.fromarray(np.roll(ramp, 37 * i).astype(np.uint8)).save(folder / f"image{i}.png")
-            paths.append(str(folder / f"image{i}.png"))
-        return paths
-    if modality == "audio":
-        import soundfile
-
-        paths = []
-        for i, seconds in enumerate([1.0, 0.6]):
-            t = np.arange(int(16000 * seconds)) / 16000
-            wave = (0.3 * np.sin(2 * np.pi * 220 * (i + 1) * t)).astype(np.float32)
-            soundfile.write(folder / f"clip{i}.wav", wave, 16000)
-            paths.append(str(folder / f"clip{i}.wav"))
-        return paths
-    return []
-
-
 def main(argv: list[str]) -> int:
     """``python -m tests.fakes batch|finetune ARGS``: the tool's command line with the fakes registered."""
     from zoo.registry import register_arch

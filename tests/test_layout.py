@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import inspect
 import os
 import re
 import shutil
@@ -32,11 +33,13 @@ def resolve(target: str):
 
 
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
-def test_every_architecture_in_the_family_table_is_a_zoo_model_declaring_that_arch(arch):
+def test_every_architecture_in_the_family_table_is_a_zoo_model_declaring_that_arch_and_placement(arch):
     cls = get_arch(arch)
     assert issubclass(cls, ZooModel) and cls.arch == arch and cls.modality in MODALITIES
     assert set(cls.tasks) <= set(TASKS)
     assert dataclasses.is_dataclass(cls.config_class) and cls.config_class.__dataclass_params__.frozen
+    parameters = inspect.signature(cls.__init__).parameters
+    assert all(parameters[name].kind is inspect.Parameter.KEYWORD_ONLY for name in ("device", "dtype"))
 
 
 @pytest.mark.parametrize("target", sorted({*CONVERTERS.values(), *DEMOS.values()}))

@@ -27,6 +27,7 @@ modality's base: ``zoo.text.TextTokenizer``, ``vision.base.ImageTokenizer``, ``a
   Tools read these flags; they never probe a model with ``hasattr``. The behaviour test over every
   bundled model (tests/test_models.py) checks that the flags tell the truth.
 - ``hub_files``: the files a model folder or Hub repo of this arch holds (README.md always comes too).
+- ``license``: the license of weights this class makes, for cards of models saved without one.
 
 Its constructor is ``__init__(self, config, *, device=None, dtype=None)``: modules are built
 ``with self.building(device, dtype):``, so they are created on ``device`` and cast to ``dtype``.
@@ -65,7 +66,8 @@ common to its modality (text reads UTF-8 files, images score PSNR), a family wha
                                         Default: ``postprocess(decode(tokens))``.
 ``reconstruction_quality(items, recs)`` ``{"name", "value", "protocol"}`` scoring reconstructions
                                         against the raw items, or None (the default).
-``compare_metrics(items, token_batches)`` extra columns for ``tokenzoo compare``. Default: none.
+``compare_metrics(items, batches)``    extra columns for ``tokenzoo compare`` from the items and their
+                                        Tokens batches. Default: none.
 ``sample_inputs() -> list``             a few raw items (paths of bundled files are best: batch and
                                         fine-tuning need files). Default: none.
 ``codebook_size`` (property)            K for bits per token; None for continuous tokens. Default: the
