@@ -235,6 +235,12 @@ def test_a_folder_load_assigns_the_checkpoint_tensors_onto_a_meta_build(tmp_path
     assert all(torch.equal(loaded.state_dict()[k], v) for k, v in seeded(2).state_dict().items())
 
 
+def test_weights_stored_in_half_precision_load_in_the_dtype_the_model_declares(tmp_path, tiny_arch):
+    folder = seeded(3).to(torch.float16).save_pretrained(tmp_path / "m")
+    assert zoo.load(folder).dtype == torch.float32
+    assert zoo.load(folder, dtype=torch.bfloat16).dtype == torch.bfloat16
+
+
 def test_encode_runs_without_autograd_but_its_tokens_can_enter_autograd_afterwards():
     model = seeded(0)
     tokens = model.encode(torch.tensor([[1, 2, 3]]))

@@ -134,8 +134,9 @@ def load_state_dict_strict(
 
     The tensors are assigned, not copied (``load_state_dict(..., assign=True)``), so a model built
     on the meta device (``ZooModel.empty``) gets real parameters without ever being initialised.
-    Floating tensors are cast to ``dtype`` first when one is given. Buffers the checkpoint does not
-    hold (non-persistent ones) are moved to the device of the loaded weights.
+    Floating tensors are cast to ``dtype`` when one is given, else to the dtype the model declares for
+    them. Buffers the checkpoint does not hold (non-persistent ones) are moved to the device of the
+    loaded weights.
     """
     expected = model.state_dict()
     missing = set(expected) - set(state)
@@ -149,8 +150,8 @@ def load_state_dict_strict(
         raise CheckpointMismatchError(
             getattr(model, "arch", type(model).__name__), file, missing, unexpected, mismatched, source=source
         )
-    if dtype is not None:
-        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+    # Floating tensors take the model's dtype (or ``dtype``), as a copying load would give them.
+    state = {k: v.to(dtype or expected[k].dtype) if v.is_floating_point() else v for k, v in state.items()}
     model.load_state_dict(state, strict=True, assign=True)
     devices = {t.device for t in state.values()}
     if len(devices) == 1 or dtype is not None:
