@@ -248,10 +248,19 @@ class ToleranceTable:
         self.entries.append((label, patterns, tol))
 
     def __getitem__(self, key: str) -> Tolerance:
-        """The tolerance whose label names ``key`` (a tensor key, or a label such as "losses")."""
+        """The tolerance whose label names ``key`` (a tensor key, or a label such as "losses"): an exact
+        name first, then the most specific matching pattern (the one with the most literal characters)."""
         for label, patterns, tol in self.entries:
-            if key == label or any(fnmatch.fnmatchcase(key, p) for p in patterns):
+            if key == label or key in patterns:
                 return tol
+        matching = [
+            (len(p.replace("*", "").replace("?", "")), tol)
+            for _, patterns, tol in self.entries
+            for p in patterns
+            if fnmatch.fnmatchcase(key, p)
+        ]
+        if matching:
+            return max(matching, key=lambda m: m[0])[1]
         if self.default is not None:
             return self.default
         labels = ", ".join(label for label, _, _ in self.entries)
@@ -446,3 +455,35 @@ def assert_close_or_tied(actual: Tensor, expected: Tensor, name: str, *, allowed
             stacklevel=2,
         )
     return accepted
+
+
+def randn_kernel_error(z: Tensor, ulps: float = 4.0) -> Tensor:
+    """How far a ``torch.randn`` value ``z`` can move between CPU kernels (ATEN_CPU_CAPABILITY).
+
+    The uniform draws are the same bits everywhere; the Box-Muller transform z = r cos(2 pi u2) (or sin),
+    r = sqrt(-2 ln u1), is not: the vectorised kernels use SLEEF's log/cos/sin, the scalar one libm's.
+    With each routine within ``ulps`` ulp, and r at most sqrt(-2 ln u) (u1 >= u), each side is within
+    (ulps + 2) u |z| + ulps u r of the exact value, so two sides differ by at most twice that.
+    """
+    u = UNIT_ROUNDOFF[z.dtype]
+    r_max = (-2 * torch.log(torch.tensor(u, dtype=torch.float64))).sqrt()
+    return 2 * u * ((ulps + 2) * z.double().abs() + ulps * r_max)
+
+
+def assert_same_fsq_ids(actual: Tensor, expected: Tensor, fsq, z: Tensor, z_noise, name: str) -> int:
+    """FSQ ids (...,) equal upstream's digit by digit, except where upstream's own FSQ input ``z`` (..., D)
+    puts a digit within the noise of a rounding boundary; there ours may be the adjacent level.
+
+    ``z_noise`` bounds how far our z may be from upstream's (its stated tolerance); the bound's slope,
+    (L - 1) * bound_scale / 2, carries it to the rounded values, plus their own float32 rounding.
+    """
+    levels = torch.tensor(fsq.levels_list, dtype=torch.float64)
+    half = torch.div(levels, 2, rounding_mode="floor")
+    bounded = fsq.bound(z.float()).double()  # the value upstream rounded, as our FSQ computes it
+    slope = (levels - 1) * fsq.bound_scale / 2
+    noise = slope * torch.as_tensor(z_noise, dtype=torch.float64) + 4 * UNIT_ROUNDOFF[torch.float32] * slope
+    margin = (bounded - bounded.floor() - 0.5).abs()  # distance to the nearest x.5, where rounding flips
+    ours = (fsq.ids_to_codes(actual.detach().cpu()).double() * half).round()
+    theirs = (fsq.ids_to_codes(expected).double() * half).round()
+    adjacent = (ours - theirs).abs() == 1
+    return assert_same_decisions(ours, theirs, f"{name} (FSQ digits)", near_tie=margin <= noise, in_tied_set=adjacent)
