@@ -81,9 +81,9 @@ DTYPES = {
 class FixtureTensors(Mapping):
     """Read-only ``{key: Tensor}`` over one safetensors file that hands out only the described keys.
 
-    ``described`` maps each key to its description (a dict that may hold ``shape`` and ``dtype``, checked on
-    read) or None. Iteration, ``len`` and ``in`` cover the keys that are both described and stored. ``read``
-    records every key handed out.
+    ``described`` maps each key to its description (a dict that may hold ``shape``, where None stands for
+    any size, and ``dtype``, both checked on read) or None. Iteration, ``len`` and ``in`` cover the keys
+    that are both described and stored. ``read`` records every key handed out.
     """
 
     def __init__(self, path: Path, described: Mapping[str, dict | None]):
@@ -114,7 +114,9 @@ class FixtureTensors(Mapping):
     def _check(self, key: str, tensor: Tensor) -> None:
         spec = self.described[key] or {}
         shape, dtype = spec.get("shape"), spec.get("dtype")
-        if shape is not None and list(tensor.shape) != list(shape):
+        if shape is not None and (
+            len(shape) != tensor.dim() or any(n is not None and n != m for n, m in zip(shape, tensor.shape))
+        ):
             raise AssertionError(f"{self.path}: {key} has shape {list(tensor.shape)}, config.json says {shape}")
         if dtype is not None and DTYPES.get(str(dtype).removeprefix("torch.")) not in (None, tensor.dtype):
             raise AssertionError(f"{self.path}: {key} has dtype {tensor.dtype}, config.json says {dtype}")
