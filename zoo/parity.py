@@ -325,10 +325,10 @@ def assert_close(actual: Tensor, expected: Tensor, tol: Tolerance, name: str, *,
         assert actual.dtype == expected.dtype, f"{name}: dtype {actual.dtype}, upstream {expected.dtype}"
         bad = actual != expected
         if bad.any():
-            first = _where(tuple(bad.nonzero()[0].tolist()))
+            first = tuple(bad.nonzero()[0].tolist())
             raise AssertionError(
-                f"{name}: {int(bad.sum())} of {bad.numel()} entries differ (exact); first at {first}: "
-                f"ours {actual[tuple(bad.nonzero()[0])].item()}, upstream {expected[tuple(bad.nonzero()[0])].item()}"
+                f"{name}: {int(bad.sum())} of {bad.numel()} entries differ (exact); first at {_where(first)}: "
+                f"ours {actual[first].item()}, upstream {expected[first].item()}"
             )
         return
     a, e = actual.double(), expected.double()
