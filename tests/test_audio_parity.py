@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from audio.convert import upstream_fixture_model
 from audio.features import log_mel_spectrogram
@@ -28,9 +27,8 @@ from zoo.parity import (
     Tolerance,
     ToleranceTable,
     assert_close,
-    assert_same_choice,
     assert_same_fsq_ids,
-    cdist_squared_error,
+    assert_same_vq_ids,
     gamma,
 )
 
@@ -119,27 +117,20 @@ def assert_upstream_ids(model, ids, expected, h, tols, name: str, z=None) -> Non
     (T', C) puts the decision within the stated encoder tolerance of a tie.
 
     FSQ: a digit of z = project_down(h) (upstream's stored z where given) near a rounding boundary; z's
-    budget is |W| times h's, plus its float32 rounding. VQ: the nearest codeword of x = h / |h|;
-    |x' - x| <= 2 |dh| / |h| moves each squared distance |x - E_k|^2 by at most e (2 |x - E_k| + e), plus
-    each side's float32 rounding of the |x|^2 - 2 x.E + |E|^2 expansion.
+    budget is |W| times h's, plus its float32 rounding. VQ: the nearest codeword of h / |h|.
     """
     h = h.double()
     budget = tols["enc"].budget(h)  # (T', C)
     quantizer = model.quantizer._codebook
-    if model.config.uses_fsq:
-        weight = quantizer.project_down.weight.detach().double()
-        z_noise = budget @ weight.abs().T  # (T', 8)
-        if z is None:
-            z = h @ weight.T + quantizer.project_down.bias.detach().double()
-            z_noise = z_noise + gamma(h.shape[-1] + 1) * (h.abs() @ weight.abs().T)
-        assert_same_fsq_ids(ids, expected, quantizer.fsq, z, z_noise, name)
+    if not model.config.uses_fsq:
+        assert_same_vq_ids(ids, expected, h, quantizer.embed, budget, name, normalize=True)
         return
-    x = F.normalize(h, dim=-1)
-    embed = quantizer.embed.detach()
-    dist = torch.cdist(x, embed.double())  # (T', K)
-    e = 2 * budget.norm(dim=-1, keepdim=True) / h.norm(dim=-1, keepdim=True)
-    noise = e * (2 * dist + e) + 2 * cdist_squared_error(x.float(), embed.float())
-    assert_same_choice(ids[:, None], expected[:, None], dist**2, noise, name)
+    weight = quantizer.project_down.weight.detach().double()
+    z_noise = budget @ weight.abs().T  # (T', 8)
+    if z is None:
+        z = h @ weight.T + quantizer.project_down.bias.detach().double()
+        z_noise = z_noise + gamma(h.shape[-1] + 1) * (h.abs() @ weight.abs().T)
+    assert_same_fsq_ids(ids, expected, quantizer.fsq, z, z_noise, name)
 
 
 def assert_clip_ids(model, ids, clip: str, fixture, tols, name: str) -> None:

@@ -24,6 +24,7 @@ from zoo.parity import (
     assert_same_choice,
     assert_same_fsq_ids,
     assert_same_selection,
+    assert_same_vq_ids,
     cdist_squared_error,
     load_fixture,
     randn_kernel_error,
@@ -195,3 +196,13 @@ def test_fsq_ids_may_differ_only_by_an_adjacent_level_at_a_digit_on_a_rounding_b
     far = fsq.codes_to_ids(codes + torch.tensor([[0.0, 1.0]]))  # digit 1 sits far from any boundary
     with pytest.raises(AssertionError, match="no near-tie there"):
         assert_same_fsq_ids(far, ids, fsq, z, 1e-6, "ids")
+
+
+def test_vq_ids_may_differ_only_to_a_codeword_as_near_to_upstreams_input_within_the_noise():
+    codebook = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    x = torch.tensor([[0.6, 0.6 - 1e-7], [0.9, 0.1]])  # row 0: codewords 0 and 1 all but tied
+    upstream = torch.tensor([0, 0])
+    with pytest.warns(NearTieWarning, match=r"\[0, 0\] ours 1, upstream 0"):
+        assert assert_same_vq_ids(torch.tensor([1, 0]), upstream, x, codebook, 1e-6, "ids", normalize=True) == 1
+    with pytest.raises(AssertionError, match="no near-tie there"):
+        assert_same_vq_ids(torch.tensor([0, 1]), upstream, x, codebook, 1e-6, "ids")

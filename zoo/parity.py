@@ -21,8 +21,9 @@ Comparing. One rule for every family, written here once:
   checks something meaningful.
 * discrete decisions (ids, kept frames, argmin labels) are exact, except where the fixture's own values put
   upstream's choice within the noise budget of another (a near-tie): there our choice must be one of the
-  tied set, and a ``NearTieWarning`` names every such element (``assert_same_decisions``,
-  ``assert_same_choice``).
+  tied set, and a ``NearTieWarning`` names every such element (``assert_same_decisions``; for argmin/argmax
+  and ranked choices ``assert_same_choice``, for sets ``assert_same_selection``, for quantizer ids
+  ``assert_same_fsq_ids`` and ``assert_same_vq_ids``, for a value a decision picked ``assert_close_or_tied``).
 """
 
 from __future__ import annotations
@@ -489,3 +490,24 @@ def assert_same_fsq_ids(actual: Tensor, expected: Tensor, fsq, z: Tensor, z_nois
     theirs = (fsq.ids_to_codes(expected).double() * half).round()
     adjacent = (ours - theirs).abs() == 1
     return assert_same_decisions(ours, theirs, f"{name} (FSQ digits)", near_tie=margin <= noise, in_tied_set=adjacent)
+
+
+def assert_same_vq_ids(
+    actual: Tensor, expected: Tensor, x: Tensor, codebook: Tensor, x_noise, name: str, *, normalize: bool = False
+) -> int:
+    """Nearest-codeword ids (...,) equal upstream's, except where upstream's own quantizer input ``x``
+    (..., D) puts another codeword within the noise of upstream's choice; ours must then be that one.
+
+    ``x_noise`` (like ``x``) bounds how far our x may be from upstream's (its stated tolerance). With
+    ``normalize`` the search runs on x / |x| (S3Tokenizer v1), which moves by at most 2 |dx| / |x|. A change
+    e of the searched vector moves each squared distance |x - E_k|^2 by at most e (2 |x - E_k| + e), and
+    each side rounds the |x|^2 - 2 x.E + |E|^2 expansion in float32 (``cdist_squared_error``).
+    """
+    x = x.double()
+    noise = torch.as_tensor(x_noise, dtype=torch.float64).expand_as(x).norm(dim=-1, keepdim=True)
+    if normalize:
+        noise = 2 * noise / x.norm(dim=-1, keepdim=True)
+        x = torch.nn.functional.normalize(x, dim=-1)
+    dist = torch.cdist(x, codebook.detach().double())  # (..., K)
+    noise = noise * (2 * dist + noise) + 2 * cdist_squared_error(x.float(), codebook.detach().float())
+    return assert_same_choice(actual[..., None], expected[..., None], dist**2, noise, name)
