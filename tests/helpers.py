@@ -17,8 +17,8 @@ def parity_params(family: str, marker: str = "config.json", where=None) -> list:
     not collected for a fixture it cannot check, rather than passing or skipping there (a skipped parity
     test would read as a missing check). A missing fixture set stays the one ``None`` param.
 
-    Use in a test whose name contains ``parity`` and the family name, so that
-    ``pytest -k "parity and FAMILY"`` selects it, and call ``require_fixture`` first.
+    Use in a test named ``test_parity_<family>_*``, so that ``pytest -k "parity and FAMILY"`` and
+    ``make test-portable`` select it, and open the folder with ``parity_fixture`` (or ``require_fixture``).
     """
     root = parity_root() / family
     dirs = fixture_dirs(family, marker)
