@@ -235,6 +235,12 @@ def test_a_folder_load_assigns_the_checkpoint_tensors_onto_a_meta_build(tmp_path
     assert all(torch.equal(loaded.state_dict()[k], v) for k, v in seeded(2).state_dict().items())
 
 
+@pytest.mark.parametrize("device", ["cpu", "cpu:0", torch.device("cpu", 0)])
+def test_a_load_onto_any_spelling_of_the_cpu_device_works(tmp_path, tiny_arch, device):
+    folder = seeded(3).save_pretrained(tmp_path / "m")
+    assert zoo.load(folder, device=device).device.type == "cpu"
+
+
 def test_weights_stored_in_half_precision_load_in_the_dtype_the_model_declares(tmp_path, tiny_arch):
     folder = seeded(3).to(torch.float16).save_pretrained(tmp_path / "m")
     assert zoo.load(folder).dtype == torch.float32

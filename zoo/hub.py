@@ -107,9 +107,15 @@ def read_safetensors(
         raise ModelFileNotFoundError(source or str(path.parent), path.name)
     read_safetensors_header(path, source)
     try:
-        return load_file(str(path), device=str(device) if device is not None else "cpu")
+        return load_file(str(path), device=_safetensors_device(device))
     except Exception as err:  # safetensors raises SafetensorError / OSError for bad headers and dtypes
         raise CorruptFileError(path.name, f"not a readable safetensors file ({err})", source=source) from err
+
+
+def _safetensors_device(device: torch.device | str | None) -> str:
+    """A device as safetensors names it: "cpu" for any CPU device (it refuses "cpu:0"), else "cuda:1" etc."""
+    device = torch.device("cpu" if device is None else device)
+    return "cpu" if device.type == "cpu" else str(device)
 
 
 def read_config(path: Path, source: str | None = None) -> dict[str, Any]:
