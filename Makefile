@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 OUT    ?= out
 
-.PHONY: install demo test test-fast test-portable app bench lint readme system-deps clean
+.PHONY: install demo test test-fast test-portable app bench lint wheel-check readme system-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,8 +47,13 @@ app: $(STAMP)
 bench: $(STAMP)
 	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
 
+# ruff, then the import layers (tools -> families -> core; contracts in pyproject.toml).
 lint: $(STAMP)
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports
+
+# Build the wheel, install it (not editable) into a fresh venv and use it from outside the repository.
+wheel-check: $(STAMP)
+	$(BIN)/python -m pytest -q tests/test_packaging.py
 
 readme: $(STAMP)
 	$(BIN)/python -m zoo.cards --update-readme README.md

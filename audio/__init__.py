@@ -1,1 +1,2 @@
-"""Speech tokenizers: the S3Tokenizer family (v1, v1_25hz, v2, v3) and its Whisper-style front end."""
+"""Speech: shared audio input (``audio.io``), the Whisper-style front end (``audio.features``) and the
+modality base (``audio.base``), then one subpackage per system: ``audio.s3tokenizer``."""

@@ -119,8 +119,7 @@ def main():
         decoder_depth=args.depth,
         decode_steps=args.steps,
     )
-    model = FlexTok(config).to(device).eval()  # tiny VAE: it is not timed
-    model.use_bf16 = device.type != "cpu"
+    model = FlexTok(config, device=device).eval()  # tiny VAE: it is not timed; bf16 autocast on accelerators
     r, c = config.num_registers, config.latent_channels
     latent_hw = (config.image_size // 8, config.image_size // 8)
 

@@ -2,9 +2,8 @@
 
     python bench/gpu_check.py            # on a CUDA machine; elsewhere it says so and exits 0
 
-For each model that loads offline (``zoo.batch.bundled_models``) it encodes the family's
-``sample_inputs`` (for image and audio families without them, two generated PNG / WAV files) on CPU
-fp32 (the reference), then on CUDA in fp32 and in bf16 autocast, and decodes
+For each model that loads offline (``zoo.registry.bundled_models``) it encodes the family's
+``sample_inputs`` on CPU fp32 (the reference), then on CUDA in fp32 and in bf16 autocast, and decodes
 the CPU tokens on each device. It checks:
 
 - ids: the fraction of valid positions whose id differs from CPU (flip rate) is at most
@@ -31,9 +30,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import zoo  # noqa: E402
-from zoo import batch as hooks  # noqa: E402
 from zoo.api import Tokens  # noqa: E402
 from zoo.errors import NotSupportedError  # noqa: E402
+from zoo.registry import bundled_models  # noqa: E402
 
 ID_FLIP_TOLERANCE = {"fp32": 1e-3, "bf16": 5e-2}
 FLOAT_TOLERANCE = {"fp32": 1e-3, "bf16": 5e-2}
@@ -92,43 +91,16 @@ def relative_error(reference: Any, other: Any) -> float | None:
     return None
 
 
-def fallback_inputs(modality: str) -> list[Any]:
-    """Inputs for families without sample_inputs: two PNG images or two 16 kHz WAV clips (in a temp dir)."""
-    import tempfile
-
-    import numpy as np
-
-    folder = Path(tempfile.mkdtemp(prefix="gpu_check_"))
-    if modality == "image":
-        from PIL import Image
-
-        ramp = np.linspace(0, 255, 64 * 64 * 3).reshape(64, 64, 3)
-        for i in range(2):
-            Image.fromarray(np.roll(ramp, 37 * i).astype(np.uint8)).save(folder / f"image{i}.png")
-        return sorted(folder.glob("*.png"))
-    if modality == "audio":
-        import soundfile
-
-        t = np.arange(16000) / 16000
-        for i in range(2):
-            wave = (0.3 * np.sin(2 * np.pi * 220 * (i + 1) * t)).astype("float32")
-            soundfile.write(folder / f"clip{i}.wav", wave, 16000)
-        return sorted(folder.glob("*.wav"))
-    raise NotSupportedError(f"no sample_inputs hook and no generic {modality} input to try")
-
-
 def check_model(name: str, device: torch.device) -> list[dict[str, Any]]:
     model = zoo.load(name, device="cpu", dtype=torch.float32)
-    try:
-        items = hooks.sample_inputs(model)
-    except NotSupportedError:
-        items = [hooks.load_item(model, path) for path in fallback_inputs(model.modality)]
-    batch = hooks.collate(model, items)
+    items = model.sample_inputs()
+    if not items:
+        raise NotSupportedError(f"{name} offers no sample inputs to check it on")
+    batch = model.collate(items)
     reference, cpu_encode_s = timed(lambda: model.encode(batch), torch.device("cpu"))
-    try:
+    decoded_reference, cpu_decode_s = None, None
+    if model.supports_decode:
         decoded_reference, cpu_decode_s = timed(lambda: model.decode(reference), torch.device("cpu"))
-    except NotSupportedError:
-        decoded_reference, cpu_decode_s = None, None
     rows = [
         {"model": name, "modality": model.modality, "mode": "cpu fp32", "items": len(items), "flip_rate": 0.0}
         | {"float_error": 0.0, "encode_ms": 1000 * cpu_encode_s}
@@ -180,7 +152,7 @@ def main() -> int:
     started = time.monotonic()
     rows: list[dict[str, Any]] = []
     skipped = []
-    for name in hooks.bundled_models():
+    for name in bundled_models():
         if time.monotonic() - started > TIME_BUDGET_S:
             skipped.append(name)
             continue

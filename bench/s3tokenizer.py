@@ -5,7 +5,7 @@
 
 Weights: the released ONNX file cannot be downloaded here, so upstream's S3TokenizerV2 is built at
 full size with a fixed seed (LayerNorms perturbed so none is an identity) and ours loads its
-state_dict through audio.convert. Input: 8 speech-like clips of mixed lengths (1-8 s by default),
+state_dict through audio.s3tokenizer.convert. Input: 8 speech-like clips of mixed lengths (1-8 s by default),
 the same float32 waveforms for both. Each side does the whole job: waveform -> log-mel -> ids.
 Upstream: its log_mel_spectrogram clip by clip, `padding`, then one `quantize` call on the padded batch.
 Ours: `model.encode(list_of_clips)`. Runs alternate and the best of --repeats is kept (a busy
@@ -150,7 +150,7 @@ def main() -> None:
     if args.memory_minutes:
         return memory_run(args.memory_minutes)
 
-    from audio.convert import model_from_state
+    from audio.s3tokenizer.convert import model_from_state
 
     heads = args.width // 64
     upstream = build_upstream(args.width, heads, args.layers, args.seed)

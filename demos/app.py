@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 
 import gradio as gr
 
-from zoo.api import MODALITIES
+from zoo.files import MODALITIES
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ HOST = "127.0.0.1"
 
 def registered_models() -> dict[str, list[str]]:
     """Registered models whose files are bundled (loadable offline), per modality that has any."""
-    from zoo.batch import bundled_models
+    from zoo.registry import bundled_models
 
     found = {m: bundled_models(m) for m in MODALITIES}
     return {m: names for m, names in found.items() if names}

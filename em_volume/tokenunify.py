@@ -239,8 +239,11 @@ class TokenUnify(ZooModel):
     modality = "em_volume"
     config_class = TokenUnifyConfig
     license = "mit"
+    supports_decode = True
+    supports_training = True
+    tasks = frozenset({"segment"})
 
-    def __init__(self, config: TokenUnifyConfig | None = None):
+    def __init__(self, config: TokenUnifyConfig | None = None, *, device=None, dtype=None):
         config = config or TokenUnifyConfig()
         super().__init__(config)
         from monai.networks.blocks import UnetOutBlock, UnetrBasicBlock, UnetrUpBlock
@@ -248,20 +251,21 @@ class TokenUnify(ZooModel):
         f, k = config.feat_size, tuple(config.kernel_size)
         basic = lambda cin, cout: UnetrBasicBlock(3, cin, cout, k, 1, "instance", res_block=True)
         up = lambda cin, cout: UnetrUpBlock(3, cin, cout, k, 2, "instance", res_block=True)
-        self.vit = MambaEncoder(config)
-        self.encoder1 = basic(config.in_chans, f[0])
-        self.encoder2 = basic(f[0], f[1])
-        self.encoder3 = basic(f[1], f[2])
-        self.encoder4 = basic(f[2], f[3])
-        self.encoder5 = basic(f[3], config.hidden_size)
-        self.decoder5 = up(config.hidden_size, f[3])
-        self.decoder4 = up(f[3], f[2])
-        self.decoder3 = up(f[2], f[1])
-        self.decoder2 = up(f[1], f[0])
-        self.decoder1 = basic(f[0], f[0])
-        self.out = UnetOutBlock(3, f[0], config.out_chans)
-        if config.next_token_head:
-            self.preciever = NextTokenHead(config.head_input_size)
+        with self.building(device, dtype):
+            self.vit = MambaEncoder(config)
+            self.encoder1 = basic(config.in_chans, f[0])
+            self.encoder2 = basic(f[0], f[1])
+            self.encoder3 = basic(f[1], f[2])
+            self.encoder4 = basic(f[2], f[3])
+            self.encoder5 = basic(f[3], config.hidden_size)
+            self.decoder5 = up(config.hidden_size, f[3])
+            self.decoder4 = up(f[3], f[2])
+            self.decoder3 = up(f[2], f[1])
+            self.decoder2 = up(f[1], f[0])
+            self.decoder1 = basic(f[0], f[0])
+            self.out = UnetOutBlock(3, f[0], config.out_chans)
+            if config.next_token_head:
+                self.preciever = NextTokenHead(config.head_input_size)
         self._steps_seen = 0  # mixture schedule position when a batch carries no "step"
 
     # ---- network ----------------------------------------------------------------------------------
@@ -451,6 +455,7 @@ class TokenUnify(ZooModel):
             mode="gaussian",
         )
 
+    @inference
     def segment(self, x: Any, threshold: float | None = None, return_affinities: bool = False, batch_size: int = 4):
         """A volume (path, array or tensor; one sample) -> neuron labels (D, H, W) int64, 0 = boundary.
 

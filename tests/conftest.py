@@ -12,7 +12,9 @@ Fixtures:
 - ``hub``: the server, emptied for this test, with ``hf_cache`` in place.
 - ``hf_cache``: a fresh, empty Hub cache folder for this test (the client's default cache_dir).
 - ``hub_env``: environment variables for a subprocess that should use the same server and cache.
-- ``tiny_arch``: registers tests/tiny_model.py's TinyModel as arch ``test-tiny`` for one test.
+- ``fakes``: registers every test-only model of tests/fakes.py (``fakes.ARCHS``) while one test module
+  runs; a module whose tests load fakes by arch says ``pytestmark = pytest.mark.usefixtures("fakes")``.
+- ``tiny_arch``: registers tests/fakes.py's TinyModel alone, as arch ``test-tiny``, for one test.
 """
 
 from __future__ import annotations
@@ -68,11 +70,24 @@ def hub_env(hf_cache) -> dict[str, str]:
     return {**os.environ, "HF_ENDPOINT": HUB.url, "HF_HUB_CACHE": str(hf_cache)}
 
 
-@pytest.fixture
-def tiny_arch(monkeypatch) -> str:
-    """Register tests/tiny_model.py's TinyModel as arch ``test-tiny`` for this test only."""
-    from tests import tiny_model
+@pytest.fixture(scope="module")
+def fakes():
+    """Register every fake of tests/fakes.py while one test module runs (module fixtures such as a
+    served demo app load them too); returns the module."""
+    from tests import fakes as module
     from zoo import registry
 
-    monkeypatch.setitem(registry.ARCHITECTURES, tiny_model.ARCH, tiny_model.TARGET)
-    return tiny_model.ARCH
+    with pytest.MonkeyPatch.context() as patch:
+        for arch, target in module.ARCHS.items():
+            patch.setitem(registry.ARCHITECTURES, arch, target)
+        yield module
+
+
+@pytest.fixture
+def tiny_arch(monkeypatch) -> str:
+    """Register tests/fakes.py's TinyModel as arch ``test-tiny`` for this test only."""
+    from tests.fakes import ARCHS, TinyModel
+    from zoo import registry
+
+    monkeypatch.setitem(registry.ARCHITECTURES, TinyModel.arch, ARCHS[TinyModel.arch])
+    return TinyModel.arch

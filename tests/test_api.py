@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import zoo
-from tests.tiny_model import TinyConfig, TinyModel, seeded
+from tests.fakes import TinyConfig, TinyModel, seeded
 from zoo.api import MODALITIES, Tokens, ZooModel, config_from_dict
 from zoo.cards import REQUIRED_FIELDS, card_problems, make_card
 from zoo.errors import (
@@ -212,6 +212,55 @@ def test_device_and_dtype_follow_the_parameters():
     assert model.to(torch.float64).dtype == torch.float64
 
 
+def test_a_constructor_builds_on_the_given_device_in_the_given_dtype():
+    model = TinyModel(TinyConfig(), device="meta", dtype=torch.float64)
+    assert {p.device.type for p in model.parameters()} == {"meta"} and model.dtype == torch.float64
+
+
+def test_empty_builds_parameters_on_the_meta_device_without_initialising_them(monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch.nn.init, "kaiming_uniform_", lambda t, *a, **k: calls.append(t.device.type) or t)
+    model = TinyModel.empty(TinyConfig())
+    assert {p.device.type for p in model.parameters()} == {"meta"} and set(calls) <= {"meta"}
+
+
+def test_a_folder_load_assigns_the_checkpoint_tensors_onto_a_meta_build(tmp_path, tiny_arch, monkeypatch):
+    folder = seeded(2).save_pretrained(tmp_path / "m")
+    built = []
+    monkeypatch.setattr(
+        TinyModel, "empty", classmethod(lambda cls, config: built.append(config) or cls(config, device="meta"))
+    )
+    loaded = zoo.load(folder)
+    assert built == [TinyConfig()] and {p.device.type for p in loaded.parameters()} == {"cpu"}
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in seeded(2).state_dict().items())
+
+
+@pytest.mark.parametrize("device", ["cpu", "cpu:0", torch.device("cpu", 0)])
+def test_a_load_onto_any_spelling_of_the_cpu_device_works(tmp_path, tiny_arch, device):
+    folder = seeded(3).save_pretrained(tmp_path / "m")
+    assert zoo.load(folder, device=device).device.type == "cpu"
+
+
+def test_weights_stored_in_half_precision_load_in_the_dtype_the_model_declares(tmp_path, tiny_arch):
+    folder = seeded(3).to(torch.float16).save_pretrained(tmp_path / "m")
+    assert zoo.load(folder).dtype == torch.float32
+    assert zoo.load(folder, dtype=torch.bfloat16).dtype == torch.bfloat16
+
+
+def test_encode_runs_without_autograd_but_its_tokens_can_enter_autograd_afterwards():
+    model = seeded(0)
+    tokens = model.encode(torch.tensor([[1, 2, 3]]))
+    assert not tokens.embeddings.requires_grad and not torch.is_inference(tokens.embeddings)
+    weight = torch.ones(tokens.embeddings.shape[-1], requires_grad=True)
+    (tokens.embeddings @ weight).sum().backward()
+    assert weight.grad is not None
+
+
+def test_a_task_verb_a_model_does_not_declare_says_so():
+    with pytest.raises(NotSupportedError, match="test-tiny .* does not support lift"):
+        seeded(0).lift(torch.zeros(1, 4, 17, 2))
+
+
 def test_a_model_without_parameters_reports_cpu_float32():
     model = zoo.load("byte-utf8")
     assert model.device == torch.device("cpu") and model.dtype == torch.float32
@@ -374,7 +423,7 @@ def test_an_unknown_arch_is_an_unknown_model_error_listing_archs():
 
 
 def test_a_class_whose_arch_differs_from_its_registry_key_is_refused(monkeypatch):
-    monkeypatch.setitem(ARCHITECTURES, "not-tiny", "tests.tiny_model:TinyModel")
+    monkeypatch.setitem(ARCHITECTURES, "not-tiny", "tests.fakes:TinyModel")
     with pytest.raises(ConfigError, match="declares arch 'test-tiny', registered as 'not-tiny'"):
         get_arch("not-tiny")
 

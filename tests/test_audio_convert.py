@@ -18,8 +18,8 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 import zoo
-from audio.convert import convert_checkpoint
 from audio.s3tokenizer import S3Tokenizer, S3TokenizerConfig
+from audio.s3tokenizer.convert import convert_checkpoint
 from zoo.errors import CheckpointMismatchError, ConfigError
 
 RELEASE_FILE = {

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from audio.convert import upstream_fixture_model
 from audio.features import log_mel_spectrogram
 from audio.io import pad_batch
 from audio.s3tokenizer import window_starts
+from audio.s3tokenizer.convert import upstream_fixture_model
 from tests.helpers import parity_fixture, parity_params
 from zoo.parity import (
     Tolerance,

@@ -1,6 +1,6 @@
 """The tiny S3-style tokenizer trained here (hub_cards/s3tokenizer-tiny) and the audio demo hook.
 
-The bundled clips (audio/samples) are held-out espeak-ng sentences written by audio/train_tiny.py,
+The bundled clips (audio/samples) are held-out espeak-ng sentences written by audio/s3tokenizer/train_tiny.py,
 so these tests never need espeak-ng.
 """
 
@@ -13,10 +13,10 @@ import soundfile as sf
 import torch
 
 import zoo
-from audio.demo import run
-from audio.tiny import character_error_rate, load_head, transcribe
+from audio.s3tokenizer.demo import run
+from audio.s3tokenizer.tiny import character_error_rate, load_head, transcribe
 from zoo.cards import read_card_data
-from zoo.registry import cards_dir
+from zoo.files import cards_dir
 
 SAMPLES = Path(__file__).resolve().parent.parent / "audio" / "samples"
 RECORDS = json.loads((SAMPLES / "transcripts.json").read_text())

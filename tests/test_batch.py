@@ -1,7 +1,7 @@
-"""zoo.batch: inputs, shards, errors, resume after kill -9, and one vs two accelerate processes.
+"""zoo.tools.batch: inputs, shards, errors, resume after kill -9, and one vs two accelerate processes.
 
-Run as a module (``python -m tests.test_batch ARGS``) it is the batch CLI with the test-only
-architectures below registered, so a subprocess can be killed in the middle of a slow run.
+The test-only models live in tests/fakes.py; ``python -m tests.fakes batch ARGS`` is the batch CLI with
+them registered, so a subprocess can be killed in the middle of a slow run.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,77 +20,17 @@ import pytest
 import torch
 
 import zoo
-import zoo.batch
+import zoo.tools.batch
+from tests.fakes import EchoPreprocess, SlowBytes, SlowBytesConfig, WaveTokens
 from tests.helpers import free_port
-from zoo.api import Tokens, ZooModel
-from zoo.errors import ConfigError, InputError, NotSupportedError
-from zoo.text import ByteTokenizer
+from zoo.api import Tokens
+from zoo.errors import ConfigError, InputError
+from zoo.registry import bundled_models
+from zoo.tools.inputs import resolve_inputs
+
+pytestmark = pytest.mark.usefixtures("fakes")
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-# ---- test-only models ---------------------------------------------------------------------------
-@dataclass(frozen=True)
-class SlowBytesConfig:
-    pad_id: int = 256
-    seconds_per_batch: float = 0.0
-
-
-class SlowBytes(ByteTokenizer):
-    """Byte tokenizer that sleeps per batch (to be killed mid-run) and fails on text holding BOOM."""
-
-    arch = "test-slow-bytes"
-    config_class = SlowBytesConfig
-
-    def encode(self, text):
-        time.sleep(self.config.seconds_per_batch)
-        batch = [text] if isinstance(text, str) else list(text)
-        if any("BOOM" in t for t in batch):
-            raise InputError("this text makes the test tokenizer fail")
-        return super().encode(batch)
-
-
-@dataclass(frozen=True)
-class WaveConfig:
-    samples_per_token: int = 4
-
-
-class WaveTokens(ZooModel):
-    """Audio-like: .npy waveforms of varying length, bucketed by length; ids = quantized means."""
-
-    arch = "test-wave"
-    modality = "audio"
-    config_class = WaveConfig
-
-    def __init__(self, config: WaveConfig = WaveConfig()):
-        super().__init__(config)
-        self.batches_seen: list[list[int]] = []
-
-    def load_item(self, path: Path) -> np.ndarray:
-        return np.load(path)
-
-    def batch_key(self, item: np.ndarray) -> int:
-        return len(item)
-
-    def collate(self, items: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-        lengths = torch.tensor([len(x) for x in items])
-        wave = torch.zeros(len(items), int(lengths.max()))
-        for i, x in enumerate(items):
-            wave[i, : len(x)] = torch.from_numpy(x)
-        return wave, lengths
-
-    def encode(self, batch):
-        wave, lengths = batch
-        self.batches_seen.append(lengths.tolist())
-        step = self.config.samples_per_token
-        frames = wave[:, : wave.shape[1] // step * step].reshape(len(wave), -1, step).mean(-1)
-        ids = ((frames.clamp(-1, 1) + 1) * 4).round().long()
-        mask = torch.arange(ids.shape[1])[None] < (lengths // step)[:, None]
-        return Tokens(ids=ids, mask=mask, meta={"codebook_size": 9})
-
-
-zoo.register_arch(SlowBytes.arch, "tests.test_batch:SlowBytes", overwrite=True)
-zoo.register_arch(WaveTokens.arch, "tests.test_batch:WaveTokens", overwrite=True)
 
 
 def write_texts(folder: Path, texts: list[str]) -> list[Path]:
@@ -105,7 +44,7 @@ def write_texts(folder: Path, texts: list[str]) -> list[Path]:
 
 
 def table_rows(out: Path) -> list[dict]:
-    return zoo.batch.read_shards(out).to_pylist()
+    return zoo.tools.batch.read_shards(out).to_pylist()
 
 
 def subprocess_env() -> dict[str, str]:
@@ -118,36 +57,26 @@ def subprocess_env() -> dict[str, str]:
 def test_inputs_resolve_from_files_folders_globs_and_list_files_in_order(tmp_path):
     a, b, c = write_texts(tmp_path / "docs", ["a", "b", "c"])
     (tmp_path / "list.txt").write_text(f"# a comment\n{c}\ndocs/doc000.txt\n")
-    found = zoo.batch.resolve_inputs([str(b), str(tmp_path / "docs" / "*.txt"), f"@{tmp_path / 'list.txt'}"])
+    found = resolve_inputs([str(b), str(tmp_path / "docs" / "*.txt"), f"@{tmp_path / 'list.txt'}"])
     assert found == [str(b), str(a), str(c)]  # duplicates dropped, first mention wins
-    assert zoo.batch.resolve_inputs([tmp_path / "docs"]) == [str(a), str(b), str(c)]
+    assert resolve_inputs([tmp_path / "docs"]) == [str(a), str(b), str(c)]
 
 
 def test_a_glob_matching_nothing_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="matches no files"):
-        zoo.batch.resolve_inputs([str(tmp_path / "*.wav")])
+        resolve_inputs([str(tmp_path / "*.wav")])
 
 
 def test_files_are_bucketed_by_their_size_when_the_family_gives_no_batch_key(tmp_path):
     (tmp_path / "a.wav").write_bytes(b"x" * 300)
     model = SlowBytes(SlowBytesConfig())
-    assert zoo.batch.batch_key(model, tmp_path / "a.wav") == 300 and zoo.batch.batch_key(model, "abc") == 3
-
-
-class EchoPreprocess(ZooModel):
-    """A family without a collate hook whose preprocess hands back what it got."""
-
-    arch = "test-echo"
-    modality = "pose"
-
-    def preprocess(self, raw):
-        return raw
+    assert model.batch_key(tmp_path / "a.wav") == 300 and model.batch_key("abc") == 3
 
 
 def test_arrays_of_one_shape_reach_preprocess_stacked_as_one_batch():
     model = EchoPreprocess(config=None)
-    stacked = zoo.batch.collate(model, [np.zeros((2, 3)), np.ones((2, 3))])
-    ragged = zoo.batch.collate(model, [np.zeros(2), np.ones(3)])
+    stacked = model.collate([np.zeros((2, 3)), np.ones((2, 3))])
+    ragged = model.collate([np.zeros(2), np.ones(3)])
     assert isinstance(stacked, np.ndarray) and stacked.shape == (2, 2, 3)
     assert isinstance(ragged, list) and len(ragged) == 2
 
@@ -157,84 +86,47 @@ def test_large_per_sample_meta_tensors_are_left_out_of_the_rows():
         ids=torch.zeros(2, 3, dtype=torch.long),
         meta={"kept": torch.tensor([[0, 1], [1, 2]]), "activations": torch.zeros(2, 5000), "rate": 25},
     )
-    rows = zoo.batch.token_rows(tokens)
+    rows = zoo.tools.batch.token_rows(tokens)
     assert json.loads(rows[1]["meta"]) == {"kept": [1, 2], "rate": 25}
 
 
 def test_batches_group_similar_sizes_within_the_limits():
     keys = [50, 10, 12, 49, 11, 51]
-    batches = zoo.batch.plan_batches(keys, batch_size=3, max_batch_units=None)
+    batches = zoo.tools.batch.plan_batches(keys, batch_size=3, max_batch_units=None)
     assert batches == [[1, 4, 2], [3, 0, 5]]
-    capped = zoo.batch.plan_batches(keys, batch_size=3, max_batch_units=100)
+    capped = zoo.tools.batch.plan_batches(keys, batch_size=3, max_batch_units=100)
     assert all(max(keys[i] for i in b) * len(b) <= 100 for b in capped)
     assert sorted(i for b in capped for i in b) == list(range(6))
 
 
 # ---- running -----------------------------------------------------------------------------------
-def synthetic_files(modality: str, folder: Path) -> list[str]:
-    """Format-generic inputs for families without sample_inputs: PNG images and 16 kHz WAV clips."""
-    if modality == "image":
-        from PIL import Image
-
-        paths = []
-        for i, size in enumerate([(64, 64), (80, 48)]):
-            ramp = np.linspace(0, 255, size[0] * size[1] * 3).reshape(size[1], size[0], 3)
-            Image.fromarray(np.roll(ramp, 37 * i).astype(np.uint8)).save(folder / f"image{i}.png")
-            paths.append(str(folder / f"image{i}.png"))
-        return paths
-    if modality == "audio":
-        import soundfile
-
-        paths = []
-        for i, seconds in enumerate([1.0, 0.6]):
-            t = np.arange(int(16000 * seconds)) / 16000
-            wave = (0.3 * np.sin(2 * np.pi * 220 * (i + 1) * t)).astype(np.float32)
-            soundfile.write(folder / f"clip{i}.wav", wave, 16000)
-            paths.append(str(folder / f"clip{i}.wav"))
-        return paths
-    return []
-
-
 def sample_files(model, folder: Path) -> list[str]:
-    """The model's sample inputs as files: paths as they are, strings written to .txt files; for image
-    and audio families without sample_inputs, synthetic PNG / WAV files."""
+    """The model's sample inputs as files: paths as they are, strings written to .txt files."""
     folder.mkdir(parents=True, exist_ok=True)
-    try:
-        samples = zoo.batch.sample_inputs(model)
-    except NotSupportedError as err:
-        files = synthetic_files(model.modality, folder)
-        if not files:
-            pytest.skip(str(err))
-        return files
     files = []
-    for i, item in enumerate(samples):
+    for i, item in enumerate(model.sample_inputs()):
         if isinstance(item, (str, os.PathLike)) and Path(item).is_file():
             files.append(os.fspath(item))
         elif isinstance(item, str):
             (folder / f"sample{i}.txt").write_text(item, encoding="utf-8")
             files.append(str(folder / f"sample{i}.txt"))
         else:
-            pytest.skip(f"{model.arch}: sample_inputs gives {type(item).__name__} items, not files or text")
+            pytest.fail(f"{model.arch}: sample_inputs gives {type(item).__name__} items, not files or text")
     return files
 
 
-@pytest.mark.parametrize("name", zoo.batch.bundled_models())
+@pytest.mark.parametrize("name", bundled_models())
 def test_every_bundled_model_batches_its_samples_into_rows_equal_to_its_encode(name, tmp_path):
     model = zoo.load(name)
     files = sample_files(model, tmp_path / "in")
-    zoo.batch.run(name, files, tmp_path / "out", batch_size=2, progress=False)
+    zoo.tools.batch.run(name, files, tmp_path / "out", batch_size=2, progress=False)
     rows = table_rows(tmp_path / "out")
     for path, row in zip(files, rows):
-        tokens = model.encode(zoo.batch.collate(model, [zoo.batch.load_item(model, path)]))
+        tokens = model.encode(model.collate([model.load_item(path)]))
         assert row["source"] == path
         if tokens.ids is not None:
             assert row["ids"] == tokens.ids[0][tokens.mask[0]].tolist()
-        elif getattr(model, "kept_frames", None):
-            # HoT picks kept frames with upstream's random tie-break noise drawn per call, so a re-encode may
-            # keep other frames: check the row holds that many tokens of the encoder's width.
-            assert row["length"] == tokens.lengths[0] == len(row["embeddings"])
-            assert len(row["embeddings"][0]) == tokens.embeddings.shape[-1]
-        else:  # continuous tokens (pose, EM): the stored vectors of the valid positions
+        else:  # continuous tokens (pose, including HoT's kept frames, and EM): the vectors of the valid positions
             expected = tokens.embeddings[0][tokens.mask[0]]
             torch.testing.assert_close(torch.tensor(row["embeddings"]), expected, atol=1e-5, rtol=1e-5)
     assert len(rows) == len(files)
@@ -243,7 +135,7 @@ def test_every_bundled_model_batches_its_samples_into_rows_equal_to_its_encode(n
 def test_every_input_becomes_one_row_with_its_ids_model_and_revision(tmp_path):
     texts = ["hello", "wörld", "", "tokens for everyone"]
     paths = write_texts(tmp_path / "docs", texts)
-    manifest = zoo.batch.run("byte-utf8", [str(p) for p in paths], tmp_path / "out", batch_size=3, progress=False)
+    manifest = zoo.tools.batch.run("byte-utf8", [str(p) for p in paths], tmp_path / "out", batch_size=3, progress=False)
     rows = table_rows(tmp_path / "out")
     assert [r["source"] for r in rows] == [str(p) for p in paths]
     assert [r["ids"] for r in rows] == [list(t.encode("utf-8")) for t in texts]
@@ -258,7 +150,7 @@ def test_bad_inputs_go_to_the_errors_file_and_the_run_goes_on(tmp_path):
     paths = write_texts(tmp_path / "docs", ["fine", "BOOM here", "also fine"])
     (tmp_path / "docs" / "binary.txt").write_bytes(b"\xff\xfe\x00")
     inputs = [*map(str, paths), str(tmp_path / "docs" / "binary.txt"), str(tmp_path / "missing.txt")]
-    manifest = zoo.batch.run(model, inputs, tmp_path / "out", batch_size=8, progress=False)
+    manifest = zoo.tools.batch.run(model, inputs, tmp_path / "out", batch_size=8, progress=False)
     assert [r["source"] for r in table_rows(tmp_path / "out")] == [inputs[0], inputs[2]]
     errors = [json.loads(line) for line in (tmp_path / "out" / "errors.jsonl").read_text().splitlines()]
     assert [(e["source"], e["stage"]) for e in errors] == [
@@ -276,7 +168,7 @@ def test_audio_like_inputs_are_bucketed_by_length_through_the_family_hooks(tmp_p
     for i, n in enumerate(lengths):
         np.save(tmp_path / f"clip{i}.npy", rng.uniform(-1, 1, n).astype(np.float32))
     model = WaveTokens()
-    zoo.batch.run(model, [str(tmp_path / "*.npy")], tmp_path / "out", batch_size=3, progress=False)
+    zoo.tools.batch.run(model, [str(tmp_path / "*.npy")], tmp_path / "out", batch_size=3, progress=False)
     assert sorted(model.batches_seen) == [[40, 44, 48], [400, 405, 410]]
     rows = table_rows(tmp_path / "out")
     assert [r["length"] for r in rows] == [n // 4 for n in lengths]
@@ -285,12 +177,12 @@ def test_audio_like_inputs_are_bucketed_by_length_through_the_family_hooks(tmp_p
 
 def test_a_second_run_into_a_used_folder_needs_resume_or_overwrite(tmp_path):
     paths = [str(p) for p in write_texts(tmp_path / "docs", ["a", "b"])]
-    zoo.batch.run("byte-utf8", paths, tmp_path / "out", progress=False)
+    zoo.tools.batch.run("byte-utf8", paths, tmp_path / "out", progress=False)
     with pytest.raises(ConfigError, match="--resume"):
-        zoo.batch.run("byte-utf8", paths, tmp_path / "out", progress=False)
+        zoo.tools.batch.run("byte-utf8", paths, tmp_path / "out", progress=False)
     with pytest.raises(ConfigError, match="inputs"):
-        zoo.batch.run("byte-utf8", paths[:1], tmp_path / "out", resume=True, progress=False)
-    manifest = zoo.batch.run("byte-utf8", paths[:1], tmp_path / "out", overwrite=True, progress=False)
+        zoo.tools.batch.run("byte-utf8", paths[:1], tmp_path / "out", resume=True, progress=False)
+    manifest = zoo.tools.batch.run("byte-utf8", paths[:1], tmp_path / "out", overwrite=True, progress=False)
     assert manifest["rows"] == 1
 
 
@@ -299,7 +191,7 @@ def test_the_cli_hook_adds_a_batch_subcommand_that_returns_zero(tmp_path, capsys
 
     paths = write_texts(tmp_path / "docs", ["x", "y"])
     parser = argparse.ArgumentParser()
-    zoo.batch.add_cli(parser.add_subparsers())
+    zoo.tools.batch.add_cli(parser.add_subparsers())
     args = parser.parse_args(["batch", "byte-utf8", str(paths[0]), str(paths[1]), "--out", str(tmp_path / "o")])
     assert args.func(args) == 0
     assert "2 of 2 inputs" in capsys.readouterr().out
@@ -312,7 +204,7 @@ def test_a_run_killed_with_sigkill_and_resumed_equals_an_uninterrupted_run(tmp_p
     options = dict(batch_size=2, shard_size=4)
     argv = [str(model_dir), *inputs, "--out", str(tmp_path / "killed"), "--batch-size", "2", "--shard-size", "4"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.test_batch", *argv, "--no-progress"],
+        [sys.executable, "-m", "tests.fakes", "batch", *argv, "--no-progress"],
         cwd=ROOT,
         env=subprocess_env(),
         stdout=subprocess.DEVNULL,
@@ -329,8 +221,8 @@ def test_a_run_killed_with_sigkill_and_resumed_equals_an_uninterrupted_run(tmp_p
     assert 2 <= written < 12, "the kill must land mid-run"
     assert not (tmp_path / "killed" / "manifest.json").exists()
 
-    resumed = zoo.batch.run(str(model_dir), inputs, tmp_path / "killed", resume=True, progress=False, **options)
-    whole = zoo.batch.run(str(model_dir), inputs, tmp_path / "whole", progress=False, **options)
+    resumed = zoo.tools.batch.run(str(model_dir), inputs, tmp_path / "killed", resume=True, progress=False, **options)
+    whole = zoo.tools.batch.run(str(model_dir), inputs, tmp_path / "whole", progress=False, **options)
     assert resumed == whole
     assert table_rows(tmp_path / "killed") == table_rows(tmp_path / "whole")
     assert not list((tmp_path / "killed").glob(".*.tmp"))
@@ -342,12 +234,12 @@ def test_two_cpu_processes_write_the_same_shards_as_one(tmp_path):
     accelerate = Path(sys.executable).parent / "accelerate"
     command = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
     command += ["--main_process_port", str(free_port())]
-    command += ["--mixed_precision", "no", "--dynamo_backend", "no", "-m", "zoo.batch", "byte-utf8", *inputs]
+    command += ["--mixed_precision", "no", "--dynamo_backend", "no", "-m", "zoo.tools.batch", "byte-utf8", *inputs]
     command += ["--out", str(tmp_path / "two"), "--shard-size", "3", "--no-progress"]
     env = {**subprocess_env(), "ACCELERATE_USE_CPU": "1"}
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    zoo.batch.run("byte-utf8", inputs, tmp_path / "one", shard_size=3, progress=False)
+    zoo.tools.batch.run("byte-utf8", inputs, tmp_path / "one", shard_size=3, progress=False)
     shards = sorted(p.name for p in (tmp_path / "one").glob("shard-*.parquet"))
     assert shards == sorted(p.name for p in (tmp_path / "two").glob("shard-*.parquet")) and len(shards) == 4
     for name in shards:
@@ -355,7 +247,3 @@ def test_two_cpu_processes_write_the_same_shards_as_one(tmp_path):
     assert json.loads((tmp_path / "one" / "manifest.json").read_text()) == json.loads(
         (tmp_path / "two" / "manifest.json").read_text()
     )
-
-
-if __name__ == "__main__":
-    sys.exit(zoo.batch.main())

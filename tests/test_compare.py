@@ -1,4 +1,4 @@
-"""zoo.compare: one table of tokens, bits, codebook usage, quality and time, as Markdown and JSON."""
+"""zoo.tools.compare: one table of tokens, bits, codebook usage, quality and time, as Markdown and JSON."""
 
 from __future__ import annotations
 
@@ -10,35 +10,27 @@ import numpy as np
 import pytest
 import torch
 
-import zoo.batch
-import zoo.compare
+import zoo
 import zoo.registry
-from tests.test_batch import WaveTokens, synthetic_files
-from tests.test_finetune import TinyImageVQ, TinyImageVQConfig, make_images
+import zoo.tools.compare
+from tests.fakes import (
+    PlainImageVQ,
+    ScoredImageVQ,
+    TimedWaveTokens,
+    TinyImageVQ,
+    TinyImageVQConfig,
+    WaveTokens,
+    make_images,
+)
 from zoo.errors import ConfigError
-
-
-class ScoredImageVQ(TinyImageVQ):
-    """The tiny image VQ with the compare hooks an image family provides: pixels and PSNR."""
-
-    arch = "test-scored-image-vq"
-
-    def input_units(self, item: torch.Tensor) -> tuple[float, str]:
-        return float(item.shape[-2] * item.shape[-1]), "pixel"
-
-    def reconstruct(self, batch: torch.Tensor, tokens) -> list[torch.Tensor]:
-        return list(self.decode(tokens)[:, 0])
-
-    def reconstruction_quality(self, items, reconstructions) -> dict:
-        mse = float(torch.stack([(a - b).pow(2).mean() for a, b in zip(items, reconstructions)]).mean())
-        return {"name": "PSNR dB", "value": 10 * math.log10(4 / mse), "protocol": "peak-to-peak 2 (range [-1, 1])"}
+from zoo.registry import bundled_models
 
 
 def test_text_models_report_bytes_bits_usage_and_exact_round_trips(tmp_path):
     texts = ["abc", "héllo"]
     for i, text in enumerate(texts):
         (tmp_path / f"t{i}.txt").write_text(text, encoding="utf-8")
-    table = zoo.compare.compare(["byte-utf8"], [str(tmp_path / "*.txt")])
+    table = zoo.tools.compare.compare(["byte-utf8"], [str(tmp_path / "*.txt")])
     (row,) = table["rows"]
     assert table["modality"] == "text" and table["items"] == 2
     assert row["tokens_per_item"] == pytest.approx((3 + 6) / 2)
@@ -48,17 +40,10 @@ def test_text_models_report_bytes_bits_usage_and_exact_round_trips(tmp_path):
     assert row["encode_ms_per_item"] > 0 and row["decode_ms_per_item"] > 0
 
 
-@pytest.mark.parametrize(
-    "modality", sorted({zoo.registry.card_data(n)["modality"] for n in zoo.batch.bundled_models()})
-)
+@pytest.mark.parametrize("modality", sorted({zoo.registry.card_data(n)["modality"] for n in bundled_models()}))
 def test_all_bundled_models_of_a_modality_fill_one_table_on_shared_samples(modality, tmp_path):
-    names = zoo.batch.bundled_models(modality)
-    inputs = None
-    if not hasattr(zoo.load(names[0]), "sample_inputs") and modality != "text":
-        inputs = synthetic_files(modality, tmp_path) or None
-        if inputs is None:
-            pytest.skip(f"{names[0]} has no sample_inputs() hook to compare the {modality} models on")
-    table = zoo.compare.compare(names, inputs)
+    names = bundled_models(modality)
+    table = zoo.tools.compare.compare(names)  # on the first model's sample inputs
     assert [r["model"] for r in table["rows"]] == names
     assert len({r["items"] for r in table["rows"]}) == 1
     for row in table["rows"]:
@@ -68,7 +53,7 @@ def test_all_bundled_models_of_a_modality_fill_one_table_on_shared_samples(modal
 
 def test_text_rows_carry_fertility_from_zoo_metrics_text(tmp_path):
     (tmp_path / "a.txt").write_text("two words", encoding="utf-8")
-    (row,) = zoo.compare.compare(["byte-utf8"], [str(tmp_path / "a.txt")])["rows"]
+    (row,) = zoo.tools.compare.compare(["byte-utf8"], [str(tmp_path / "a.txt")])["rows"]
     assert row["extra"] == {"fertility": 4.5}
 
 
@@ -78,34 +63,24 @@ def test_image_models_side_by_side_give_one_row_each_with_bits_per_pixel_and_psn
     first = ScoredImageVQ(TinyImageVQConfig()).eval()
     torch.manual_seed(1)
     second = ScoredImageVQ(TinyImageVQConfig(codebook_size=8)).eval()
-    table = zoo.compare.compare([first, second], paths, batch_size=2)
+    table = zoo.tools.compare.compare([first, second], paths, batch_size=2)
     assert [r["items"] for r in table["rows"]] == [5, 5]
     assert [r["bits_per_unit"] for r in table["rows"]] == pytest.approx([16 * 5 / 64, 16 * 3 / 64])
     assert all(r["unit"] == "pixel" and r["quality"]["name"] == "PSNR dB" for r in table["rows"])
     assert all(0 < r["codebook_usage"] <= 1 and 1 <= r["codebook_perplexity"] for r in table["rows"])
 
 
-class PlainImageVQ(TinyImageVQ):
-    """The tiny image VQ as a family might first write it: no compare hooks, no codebook size in meta."""
-
-    arch = "test-plain-image-vq"
-
-    def encode(self, x):
-        tokens = super().encode(x)
-        tokens.meta.clear()
-        return tokens
-
-
 def test_the_codebook_size_defaults_to_the_model_s_one_zoo_quantizer(tmp_path):
-    (row,) = zoo.compare.compare([PlainImageVQ(TinyImageVQConfig(codebook_size=16))], make_images(tmp_path, 2))["rows"]
+    (row,) = zoo.tools.compare.compare([PlainImageVQ(TinyImageVQConfig(codebook_size=16))], make_images(tmp_path, 2))[
+        "rows"
+    ]
     assert row["codebook_size"] == 16 and row["bits_per_unit"] is None  # no pixel count without a hook or meta
 
 
 def test_image_quality_defaults_to_psnr_of_the_decoded_batch_against_the_input(tmp_path):
-    pytest.importorskip("zoo.metrics.image", reason="zoo.metrics.image lands with the image family")
     torch.manual_seed(0)
     model = PlainImageVQ(TinyImageVQConfig()).eval()
-    (row,) = zoo.compare.compare([model], make_images(tmp_path, 3))["rows"]
+    (row,) = zoo.tools.compare.compare([model], make_images(tmp_path, 3))["rows"]
     x = model.collate([model.load_item(p) for p in make_images(tmp_path, 3)])
     expected = 10 * math.log10(4 / float((model.decode(model.encode(x)).clamp(-1, 1) - x).pow(2).mean()))
     assert row["quality"]["name"] == "PSNR dB" and row["quality"]["value"] == pytest.approx(expected, rel=0.05)
@@ -114,42 +89,33 @@ def test_image_quality_defaults_to_psnr_of_the_decoded_batch_against_the_input(t
 def test_an_encoder_only_model_gets_no_decode_time_or_quality(tmp_path):
     for i, n in enumerate([40, 80]):
         np.save(tmp_path / f"c{i}.npy", np.zeros(n, np.float32))
-    (row,) = zoo.compare.compare([WaveTokens()], [str(tmp_path / "*.npy")])["rows"]
+    (row,) = zoo.tools.compare.compare([WaveTokens()], [str(tmp_path / "*.npy")])["rows"]
     assert row["tokens_per_item"] == pytest.approx(15) and row["codebook_size"] == 9
     assert row["quality"] is None and row["decode_ms_per_item"] is None and row["bits_per_unit"] is None
-
-
-class TimedWaveTokens(WaveTokens):
-    """WaveTokens whose Tokens record the clip lengths and rate, as audio families do."""
-
-    def encode(self, batch):
-        tokens = super().encode(batch)
-        tokens.meta.update(num_samples=batch[1], sample_rate=80)
-        return tokens
 
 
 def test_without_an_input_units_hook_seconds_come_from_the_tokens_meta(tmp_path):
     for i, n in enumerate([40, 80]):
         np.save(tmp_path / f"c{i}.npy", np.zeros(n, np.float32))
-    (row,) = zoo.compare.compare([TimedWaveTokens()], [str(tmp_path / "*.npy")])["rows"]
+    (row,) = zoo.tools.compare.compare([TimedWaveTokens()], [str(tmp_path / "*.npy")])["rows"]
     assert row["unit"] == "second" and row["bits_per_unit"] == pytest.approx(30 * math.log2(9) / 1.5)
 
 
 def test_models_of_different_modalities_are_refused():
     with pytest.raises(ConfigError, match="one modality"):
-        zoo.compare.compare(["byte-utf8", TinyImageVQ()])
+        zoo.tools.compare.compare(["byte-utf8", TinyImageVQ()])
 
 
 def test_markdown_has_a_row_per_model_and_spells_out_each_quality_protocol():
-    table = zoo.compare.compare(["byte-utf8", "byte-utf8"])
-    markdown = zoo.compare.to_markdown(table)
+    table = zoo.tools.compare.compare(["byte-utf8", "byte-utf8"])
+    markdown = zoo.tools.compare.to_markdown(table)
     assert markdown.count("| byte-utf8 |") == 2
     assert "exact round trips 1 [1]" in markdown and "[1] decode(encode(text)) == text" in markdown
 
 
 def test_the_cli_hook_prints_markdown_and_writes_json(tmp_path, capsys):
     parser = argparse.ArgumentParser()
-    zoo.compare.add_cli(parser.add_subparsers())
+    zoo.tools.compare.add_cli(parser.add_subparsers())
     args = parser.parse_args(["compare", "byte-utf8", "--json", str(tmp_path / "t.json")])
     assert args.func(args) == 0
     assert "| byte-utf8 |" in capsys.readouterr().out

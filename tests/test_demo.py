@@ -1,6 +1,6 @@
 """The main job's table: one row per model and input, bits per unit with its unit."""
 
-from zoo.demo import COLUMNS, format_table
+from zoo.tools.demo import COLUMNS, format_table
 
 
 def test_table_has_one_row_per_result_and_states_units():

@@ -7,7 +7,6 @@ import os
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
 
-from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import gradio as gr  # noqa: E402
@@ -18,101 +17,19 @@ import torch  # noqa: E402
 from gradio_client import Client, handle_file  # noqa: E402
 from PIL import Image  # noqa: E402
 
-import zoo  # noqa: E402
 from demos.app import HOST, build_app, launch, registered_models, tab_builder  # noqa: E402
-from tests.test_batch import WaveTokens  # noqa: E402
-from tests.test_finetune import TinyImageVQ, make_images  # noqa: E402
-from zoo.api import Tokens, ZooModel  # noqa: E402
+from tests.fakes import (  # noqa: E402
+    TinyImageVQ,
+    TinyLifter,
+    TinyLifterConfig,
+    TinyPNGVQ,
+    TinyVolume,
+    TinyVolumeConfig,
+    TinyWav,
+    make_images,
+)
 
-
-class TinyPNGVQ(TinyImageVQ):
-    """The tiny image VQ reading 8x8 grey PNGs, as an image family reads its files."""
-
-    arch = "test-png-vq"
-
-    def load_item(self, path) -> torch.Tensor:
-        grey = Image.open(path).convert("L").resize((8, 8))
-        return torch.from_numpy(np.asarray(grey, dtype=np.float32) / 127.5 - 1)
-
-
-class TinyWav(WaveTokens):
-    """WaveTokens reading WAV files and recording the clip length and rate in the Tokens' meta."""
-
-    arch = "test-wav"
-
-    def load_item(self, path) -> np.ndarray:
-        wave, self.rate = soundfile.read(path, dtype="float32")
-        return wave
-
-    def encode(self, batch):
-        tokens = super().encode(batch)
-        tokens.meta.update(num_samples=batch[1], sample_rate=self.rate)
-        return tokens
-
-
-@dataclass(frozen=True)
-class TinyLifterConfig:
-    keep_every: int = 2
-
-
-class TinyLifter(ZooModel):
-    """Pose-like: keeps every other frame as a token; lifts 2D to 3D with depth 0; one bundled sample clip."""
-
-    arch = "test-tiny-lifter"
-    modality = "pose"
-    config_class = TinyLifterConfig
-    skeleton_parents = (-1, 0, 1, 2)
-
-    def preprocess(self, raw) -> torch.Tensor:
-        return torch.as_tensor(np.asarray(raw), dtype=torch.float32)  # (B, F, J, 2)
-
-    def sample_inputs(self) -> list[np.ndarray]:
-        return [np.random.default_rng(0).uniform(-1, 1, (10, 4, 2)).astype(np.float32)]
-
-    def encode(self, kp2d: torch.Tensor) -> Tokens:
-        kept = torch.arange(0, kp2d.shape[1], self.config.keep_every)
-        b, _, j, c = kp2d.shape
-        return Tokens(
-            embeddings=kp2d[:, kept].reshape(b, len(kept), j * c), meta={"kept_frame_indices": kept.expand(b, -1)}
-        )
-
-    def lift(self, kp2d: torch.Tensor) -> torch.Tensor:
-        return torch.cat([kp2d, torch.zeros_like(kp2d[..., :1])], dim=-1)
-
-
-@dataclass(frozen=True)
-class TinyVolumeConfig:
-    patch: int = 4
-
-
-class TinyVolume(ZooModel):
-    """EM-like: ids = quantized mean of 4x4x4 patches; segment = threshold at 0 into labels 0/1."""
-
-    arch = "test-tiny-volume"
-    modality = "em_volume"
-    config_class = TinyVolumeConfig
-
-    def preprocess(self, raw) -> torch.Tensor:
-        return torch.as_tensor(np.asarray(raw), dtype=torch.float32)  # (B, D, H, W)
-
-    def sample_inputs(self) -> list[np.ndarray]:
-        return [np.random.default_rng(0).normal(size=(8, 16, 16)).astype(np.float32)]
-
-    def encode(self, volume: torch.Tensor) -> Tokens:
-        p = self.config.patch
-        b, d, h, w = volume.shape
-        patches = volume.reshape(b, d // p, p, h // p, p, w // p, p).mean((2, 4, 6))
-        ids = ((patches.clamp(-1, 1) + 1) * 4).round().long().reshape(b, -1)
-        return Tokens(ids=ids, meta={"grid_size": [d // p, h // p, w // p], "codebook_size": 9})
-
-    def segment(self, volume: torch.Tensor) -> torch.Tensor:
-        return (volume > 0).long()
-
-
-zoo.register_arch(TinyVolume.arch, "tests.test_demos:TinyVolume", overwrite=True)
-zoo.register_arch(TinyLifter.arch, "tests.test_demos:TinyLifter", overwrite=True)
-zoo.register_arch(TinyPNGVQ.arch, "tests.test_demos:TinyPNGVQ", overwrite=True)
-zoo.register_arch(TinyWav.arch, "tests.test_demos:TinyWav", overwrite=True)
+pytestmark = pytest.mark.usefixtures("fakes")
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -139,7 +56,7 @@ def volume_model(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="module")
-def served(image_model, audio_model, pose_model, volume_model):
+def served(fakes, image_model, audio_model, pose_model, volume_model):
     """The app with a tab per modality, each with a tiny model, served on 127.0.0.1 in this process."""
     models = {"text": ["byte-utf8"], "image": [image_model], "audio": [audio_model], "pose": [pose_model]}
     models["em_volume"] = [volume_model]

@@ -7,7 +7,7 @@ import json
 import pytest
 
 import zoo
-from zoo.registry import cards_dir
+from zoo.files import cards_dir
 
 
 def test_tokenunify_tiny_card_reports_all_three_arms_with_seeds():

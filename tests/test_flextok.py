@@ -235,3 +235,27 @@ def test_zero_null_condition_has_no_weights_and_replaces_every_register_by_zeros
     registers = m.decoder.condition(codes, torch.tensor([8, 3]), torch.tensor([True, False]))
     assert torch.equal(registers[0], torch.zeros(8, 32))
     assert torch.equal(registers[1, 3:], m.decoder.mask_token.expand(5, -1))
+
+
+# ---- precision ------------------------------------------------------------------------------------
+def test_precision_is_a_config_field_and_a_call_argument_not_a_mutable_attribute(model):
+    assert not hasattr(model, "use_bf16")
+    with pytest.raises(ConfigError, match="autocast_dtype"):
+        dataclasses.replace(TEST_CONFIG, autocast_dtype="int8")
+    with pytest.raises(InputError, match="autocast_dtype"):
+        model.encode(images(1), autocast_dtype="fp8")
+
+
+@pytest.mark.parametrize("autocast_dtype", ["bfloat16", "float16", "float32"])
+def test_token_transformers_autocast_in_the_asked_dtype_on_accelerators_and_never_on_cpu(
+    model, autocast_dtype, monkeypatch
+):
+    monkeypatch.setattr(torch, "autocast", lambda **options: options)  # what FlexTok asks torch for
+    for device, enabled in (("cpu", False), ("cuda", autocast_dtype != "float32")):
+        options = model.autocast(torch.device(device), autocast_dtype)
+        assert options == {"device_type": device, "dtype": getattr(torch, autocast_dtype), "enabled": enabled}
+
+
+def test_the_config_default_is_upstream_s_bfloat16(model):
+    assert model.config.autocast_dtype == "bfloat16"
+    assert torch.equal(model.encode(images(2)).ids, model.encode(images(2), autocast_dtype="float32").ids)  # CPU

@@ -172,7 +172,7 @@ def test_parity_flextok_upstream_noise_mode_reproduces_the_fixture_noise(fixture
 def test_parity_flextok_preprocessing_matches_upstream(fixture_dir):
     from PIL import Image
 
-    from vision.flextok.model import resize_center_crop
+    from vision.base import resize_center_crop
 
     config, io, _, tols = _fixture(fixture_dir)
     source, target = config["preprocessing"]["input_key"], config["preprocessing"]["output_key"]

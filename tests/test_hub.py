@@ -14,8 +14,8 @@ import pytest
 import torch
 
 import zoo
+from tests.fakes import TinyConfig, seeded
 from tests.hubserver import git_blob_sha1
-from tests.tiny_model import TinyConfig, seeded
 from zoo.errors import (
     CheckpointMismatchError,
     CorruptFileError,
@@ -121,6 +121,37 @@ def test_a_load_after_a_new_commit_on_main_downloads_the_new_weights(hub, tmp_pa
     assert same_weights(zoo.load(f"hf-hub:{REPO}"), new)
 
 
+def test_a_hub_load_knows_the_commit_sha_its_revision_resolved_to(hub, tmp_path, tiny_arch):
+    first = publish(hub, tmp_path, seeded(0), name="old")
+    hub.tag(REPO, "v1.0")
+    head = publish(hub, tmp_path, seeded(1), name="new")
+    for spec, sha in ((f"hf-hub:{REPO}", head), (f"hf-hub:{REPO}@v1.0", first), (f"hf-hub:{REPO}@{first}", first)):
+        loaded = zoo.load(spec)
+        assert (loaded.name, loaded.source, loaded.revision) == (spec, f"hf-hub:{REPO}", sha)
+
+
+def test_batch_rows_record_the_commit_sha_not_the_branch(hub, tmp_path):
+    import zoo.tools.batch
+
+    sha = hub.upload_folder("org/bytes", zoo.load("byte-utf8").save_pretrained(tmp_path / "bytes"))
+    (tmp_path / "a.txt").write_text("hello")
+    manifest = zoo.tools.batch.run("hf-hub:org/bytes", [str(tmp_path / "a.txt")], tmp_path / "out", progress=False)
+    (row,) = zoo.tools.batch.read_shards(tmp_path / "out").to_pylist()
+    assert manifest["revision"] == row["revision"] == sha and row["model"] == "hf-hub:org/bytes"
+
+
+def test_a_fine_tuned_card_records_the_commit_sha_of_its_base(hub, tmp_path, fakes):
+    import zoo.tools.finetune
+    from zoo.cards import read_card_data
+
+    torch.manual_seed(0)
+    sha = hub.upload_folder("org/vq", fakes.TinyImageVQ().save_pretrained(tmp_path / "vq"))
+    data = fakes.make_images(tmp_path / "images", 2)
+    zoo.tools.finetune.finetune("hf-hub:org/vq", data, tmp_path / "run", steps=1, batch_size=2, progress=False)
+    card = read_card_data(tmp_path / "run" / "model" / "README.md")
+    assert card["base_model"] == "hf-hub:org/vq" and card["base_model_revision"] == sha
+
+
 def test_a_second_load_of_a_pinned_commit_makes_no_request(hub, tmp_path, tiny_arch):
     sha = publish(hub, tmp_path, seeded(0))
     zoo.load(f"hf-hub:{REPO}@{sha}")
@@ -156,8 +187,8 @@ def test_a_cached_model_reloads_with_hf_hub_offline_in_a_fresh_process(hub, tmp_
     script = textwrap.dedent(
         f"""
         import torch, zoo
-        from tests import tiny_model
-        zoo.register_arch(tiny_model.ARCH, tiny_model.TARGET)
+        from tests.fakes import ARCHS, TinyModel
+        zoo.register_arch(TinyModel.arch, ARCHS[TinyModel.arch])
         loaded = zoo.load("hf-hub:{REPO}")
         expected = torch.load({str(expected)!r}, weights_only=True)
         assert all(torch.equal(loaded.state_dict()[k], v) for k, v in expected.items())

@@ -131,3 +131,16 @@ def test_a_private_server_from_serve_answers_a_client_given_its_endpoint(tmp_pat
         server.commit("org/own", {"a.txt": b"own"})
         path = hf_hub_download("org/own", "a.txt", endpoint=server.url, cache_dir=tmp_path)
         assert open(path, "rb").read() == b"own"
+
+
+def test_the_installed_client_is_in_the_range_pyproject_declares_for_it():
+    """The range pyproject.toml promises is the one this server is tested against: the client installed here."""
+    from importlib.metadata import version
+    from pathlib import Path
+
+    from packaging.requirements import Requirement
+
+    tomllib = pytest.importorskip("tomllib", reason="reading pyproject.toml needs Python 3.11's tomllib")
+    pyproject = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())
+    (spec,) = [r for r in map(Requirement, pyproject["project"]["dependencies"]) if r.name == "huggingface-hub"]
+    assert version("huggingface_hub") in spec.specifier, f"installed {version('huggingface_hub')}, declared {spec}"

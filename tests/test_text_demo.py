@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import zoo
 from zoo.api import Tokens
-from zoo.demo import COLUMNS
-from zoo.text_demo import run, sample
+from zoo.text.demo import run, sample
+from zoo.tools.demo import COLUMNS
 
 
 def test_demo_gives_one_row_per_bundled_text_tokenizer_with_every_column(tmp_path):

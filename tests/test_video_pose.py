@@ -93,6 +93,65 @@ def test_hot_lift_with_a_seeded_generator_is_reproducible(arch):
     assert torch.equal(model.lift(x, generator=gen(3)), model.lift(x, generator=gen(3)))
 
 
+HOT_ARCHS = ["hot-mixste", "tpc-mixste", "hot-motionbert"]
+
+
+def repeated_frames_clip(model, batch: int = 3) -> torch.Tensor:
+    """Clips made of frames each repeated twice: every density has an exact twin, so only the tie-break
+    noise decides which frame of a pair is kept."""
+    x = clip(model, batch=batch, frames=model.config.num_frames // 2)
+    return x.repeat_interleave(2, dim=1)
+
+
+@pytest.mark.parametrize("arch", HOT_ARCHS)
+def test_hot_encode_gives_the_same_kept_frames_on_every_call_and_leaves_the_global_rng_alone(arch):
+    model = small(arch)
+    x = repeated_frames_clip(model)
+    state = torch.get_rng_state()
+    first, second = model.encode(x), model.encode(x)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(first.meta["kept_frame_indices"], second.meta["kept_frame_indices"])
+    assert torch.equal(first.embeddings, second.embeddings)
+
+
+@pytest.mark.parametrize("arch", HOT_ARCHS)
+def test_hot_tokens_of_a_clip_alone_equal_its_tokens_in_a_batch(arch):
+    model = small(arch)
+    x = repeated_frames_clip(model, batch=3)
+    batch = model.encode(x)
+    for row in range(3):
+        alone = model.encode(x[row : row + 1])
+        assert torch.equal(alone.meta["kept_frame_indices"][0], batch.meta["kept_frame_indices"][row])
+        torch.testing.assert_close(alone.embeddings[0], batch.embeddings[row], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("arch", HOT_ARCHS)
+def test_the_global_generator_gives_upstream_s_draw_one_argument_away(arch):
+    model = small(arch)
+    x = repeated_frames_clip(model)
+    torch.manual_seed(11)
+    tokens = model.encode(x, generator=torch.default_generator)
+    torch.manual_seed(11)
+    with torch.no_grad():
+        _, trace_kept = model.forward_features(x)  # forward draws from the global RNG, as upstream
+    assert torch.equal(tokens.meta["kept_frame_indices"], trace_kept)
+
+
+def test_the_default_tie_break_noise_is_the_documented_seeded_draw():
+    from video_pose.lifter import TIE_BREAK_SEED, tie_break_noise
+
+    noise = tie_break_noise(3, 10)
+    expected = torch.rand(10, generator=torch.Generator().manual_seed(TIE_BREAK_SEED))
+    assert all(torch.equal(row, expected) for row in noise)
+
+
+@pytest.mark.parametrize("arch", ["hot-mixste", "hot-motionbert"])
+def test_hot_lift_without_a_generator_is_the_same_on_every_call(arch):
+    model = small(arch)
+    x = repeated_frames_clip(model, batch=2)
+    assert torch.equal(model.lift(x), model.lift(x))
+
+
 def test_tpc_mixste_always_keeps_the_centre_frame_and_outputs_one_row_per_kept_frame():
     model = small("tpc-mixste")
     x = clip(model, batch=3)

@@ -295,11 +295,12 @@ class HoTMixSTE(PruneAndRecover, MixSTEBase):
     arch: ClassVar[str] = "hot-mixste"
     config_class: ClassVar[type] = HoTMixSTEConfig
 
-    def __init__(self, config: HoTMixSTEConfig):
-        super().__init__(config)
-        self.add_prune_and_recover(config)
-        nn.init.trunc_normal_(self.pos_embed_token, std=0.02)
-        nn.init.trunc_normal_(self.x_token, std=0.02)
+    def __init__(self, config: HoTMixSTEConfig, *, device=None, dtype=None):
+        super().__init__(config, device=device, dtype=dtype)
+        with self.building(device, dtype):
+            self.add_prune_and_recover(config)
+            nn.init.trunc_normal_(self.pos_embed_token, std=0.02)
+            nn.init.trunc_normal_(self.x_token, std=0.02)
 
 
 class TPCMixSTE(HoTMixSTE):
@@ -309,8 +310,8 @@ class TPCMixSTE(HoTMixSTE):
     config_class: ClassVar[type] = TPCMixSTEConfig
     outputs_kept_frames_only: ClassVar[bool] = True
 
-    def __init__(self, config: TPCMixSTEConfig):
-        MixSTEBase.__init__(self, config)
+    def __init__(self, config: TPCMixSTEConfig, *, device=None, dtype=None):
+        MixSTEBase.__init__(self, config, device=device, dtype=dtype)
         self.prune_before_block = config.prune_before_block
 
     def centre(self, num_frames: int) -> int:

@@ -9,6 +9,15 @@ per-frame pose tokens at the end of the backbone: for a HoT model the n frames k
 for HoT); ``lift`` does both, with optional flip augmentation and sliding windows for long clips.
 
 Subclasses implement ``forward_features`` and ``forward_head``.
+
+Determinism: HoT's token pruning breaks exact density ties with a tiny uniform noise. Upstream draws
+it from the global RNG, so a clip's kept frames could change from call to call and with its place in
+a batch. ``encode`` and ``lift`` draw it instead from a generator seeded ``TIE_BREAK_SEED`` for every
+clip and every call (each clip of a batch gets the same draw), so the same clip gives the same tokens
+alone, in a batch and on every call. Passing ``generator=`` draws the (B, F) noise from that generator
+as upstream does from the global one, and ``generator=torch.default_generator`` is upstream's
+behaviour exactly (on CPU); ``noise=`` injects it. ``forward`` (training, parity) keeps upstream's
+global-RNG draw unless told otherwise.
 """
 
 from __future__ import annotations
@@ -26,10 +35,23 @@ from zoo.api import Tokens, ZooModel, check_float_tensor, inference
 from zoo.errors import InputError
 
 SAMPLE_FRAMES = 27  # frames of the bundled sample clips in video_pose/samples/
+TIE_BREAK_SEED = 0  # seeds the tie-break noise of token pruning in encode and lift (see the module docstring)
+
+
+def tie_break_noise(batch: int, frames: int, seed: int = TIE_BREAK_SEED) -> Tensor:
+    """(B, F) float32 U[0, 1) on the CPU, every row the first F draws of a generator seeded ``seed``:
+    the noise a clip gets does not depend on its batch, its place in it, or the call."""
+    row = torch.rand(frames, generator=torch.Generator().manual_seed(seed))
+    return row.expand(batch, frames).clone()
 
 
 class PoseLifter(ZooModel):
+    """Base of the 2D-to-3D pose lifters (the pose modality's base class)."""
+
     modality: ClassVar[str] = "pose"
+    supports_decode: ClassVar[bool] = True
+    supports_training: ClassVar[bool] = True
+    tasks: ClassVar[frozenset[str]] = frozenset({"lift"})
     skeleton_parents: ClassVar[tuple[int, ...]] = H36M_PARENTS  # H3.6M-17 bones, for plots and the demo app
     # True where the model outputs one row per kept frame instead of the full clip (TPC-MixSTE, seq2frame).
     outputs_kept_frames_only: ClassVar[bool] = False
@@ -168,9 +190,11 @@ class PoseLifter(ZooModel):
         """2D clip (B, F, J, K) -> pose tokens: embeddings (B, n, J*C), kept frame indices (B, n) in meta.
 
         ``noise`` (B, F) in [0, 1) replaces the tie-break draw of token pruning; ``generator`` draws it
-        instead of the global RNG (which is what upstream uses, so a seeded run matches upstream).
+        (B, F) at once from that generator, as upstream does from the global RNG. By default it is
+        ``tie_break_noise``: the same for every clip and call (see the module docstring).
         """
         x = self.check_keypoints(kp2d)
+        noise = self._tie_break(x, noise, generator)
         tokens, kept = self.forward_features(x, noise=noise, generator=generator, index=index)
         b, n, j, c = tokens.shape
         return Tokens(
@@ -219,9 +243,10 @@ class PoseLifter(ZooModel):
         )
         for start, stop in sliding_windows(x.shape[1], self.max_frames, stride):
             clip = x[:, start:stop]
-            out = self(clip, generator=generator)[0]
+            noise = self._tie_break(clip, None, generator)
+            out = self(clip, noise=noise, generator=generator)[0]
             if flip:
-                out = (out + flip_pose(self(flip_pose(clip), generator=generator)[0])) / 2
+                out = (out + flip_pose(self(flip_pose(clip), noise=noise, generator=generator)[0])) / 2
             total[:, start:stop] += out
             count[start:stop] += 1
         return total / count[None, :, None, None]
@@ -234,7 +259,7 @@ class PoseLifter(ZooModel):
         outs = []
         for t in range(x.shape[1]):
             clip = padded[:, t : t + window]
-            out, kept = self(clip, generator=generator)
+            out, kept = self(clip, noise=self._tie_break(clip, None, generator), generator=generator)
             row = (kept == pad).to(out.dtype).argmax(dim=1)  # the centre frame is always kept
             pose = out[torch.arange(x.shape[0], device=x.device), row]
             if flip:
@@ -242,6 +267,13 @@ class PoseLifter(ZooModel):
                 pose = (pose + flip_pose(out_f[torch.arange(x.shape[0], device=x.device), row])) / 2
             outs.append(pose)
         return torch.stack(outs, dim=1)
+
+    @staticmethod
+    def _tie_break(x: Tensor, noise: Tensor | None, generator: torch.Generator | None) -> Tensor | None:
+        """The noise to prune with: the caller's, else (no generator either) ``tie_break_noise``."""
+        if noise is not None or generator is not None:
+            return noise
+        return tie_break_noise(x.shape[0], x.shape[1]).to(x.device)
 
     # ---- training -------------------------------------------------------------------------------
     def training_loss(self, batch: dict[str, Tensor]) -> Tensor:

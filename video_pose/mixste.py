@@ -127,19 +127,20 @@ class MixSTEBase(PoseLifter):
 
     prune_before_block: int | None = None
 
-    def __init__(self, config):
+    def __init__(self, config, *, device=None, dtype=None):
         super().__init__(config)
         c = config
-        self.Spatial_patch_to_embedding = nn.Linear(c.in_channels, c.dim)
-        self.Spatial_pos_embed = nn.Parameter(torch.zeros(1, c.num_joints, c.dim))
-        self.Temporal_pos_embed = nn.Parameter(torch.zeros(1, c.num_frames, c.dim))
-        rates = [c.drop_path_rate * i / max(c.depth - 1, 1) for i in range(c.depth)]  # linspace(0, rate, depth)
-        self.STEblocks = nn.ModuleList(Block(c.dim, c.num_heads, c.mlp_hidden_dim, r) for r in rates)
-        self.TTEblocks = nn.ModuleList(Block(c.dim, c.num_heads, c.mlp_hidden_dim, r) for r in rates)
-        self.Spatial_norm = nn.LayerNorm(c.dim, eps=1e-6)
-        self.Temporal_norm = nn.LayerNorm(c.dim, eps=1e-6)
-        self.head = nn.Sequential(nn.LayerNorm(c.dim), nn.Linear(c.dim, 3))  # eps 1e-5 here, as upstream
-        self._init_weights()
+        with self.building(device, dtype):
+            self.Spatial_patch_to_embedding = nn.Linear(c.in_channels, c.dim)
+            self.Spatial_pos_embed = nn.Parameter(torch.zeros(1, c.num_joints, c.dim))
+            self.Temporal_pos_embed = nn.Parameter(torch.zeros(1, c.num_frames, c.dim))
+            rates = [c.drop_path_rate * i / max(c.depth - 1, 1) for i in range(c.depth)]  # linspace(0, rate, depth)
+            self.STEblocks = nn.ModuleList(Block(c.dim, c.num_heads, c.mlp_hidden_dim, r) for r in rates)
+            self.TTEblocks = nn.ModuleList(Block(c.dim, c.num_heads, c.mlp_hidden_dim, r) for r in rates)
+            self.Spatial_norm = nn.LayerNorm(c.dim, eps=1e-6)
+            self.Temporal_norm = nn.LayerNorm(c.dim, eps=1e-6)
+            self.head = nn.Sequential(nn.LayerNorm(c.dim), nn.Linear(c.dim, 3))  # eps 1e-5 here, as upstream
+            self._init_weights()
 
     def _init_weights(self):
         # Upstream leaves PyTorch's defaults for Linear and zeros for the embeddings; small random

@@ -130,22 +130,23 @@ class MotionBERT(PoseLifter):
     config_class: ClassVar[type] = MotionBERTConfig
     prune_before_block: int | None = None
 
-    def __init__(self, config: MotionBERTConfig):
+    def __init__(self, config: MotionBERTConfig, *, device=None, dtype=None):
         super().__init__(config)
         c = config
-        self.joints_embed = nn.Linear(c.in_channels, c.dim)
-        rates = [c.drop_path_rate * i / max(c.depth - 1, 1) for i in range(c.depth)]  # linspace(0, rate, depth)
-        self.blocks_st = nn.ModuleList(DualBlock(c.dim, c.num_heads, c.mlp_hidden_dim, "st", r) for r in rates)
-        self.blocks_ts = nn.ModuleList(DualBlock(c.dim, c.num_heads, c.mlp_hidden_dim, "ts", r) for r in rates)
-        self.norm = nn.LayerNorm(c.dim, eps=1e-6)
-        self.pre_logits = nn.Sequential()
-        self.pre_logits.add_module("fc", nn.Linear(c.dim, c.dim_rep))
-        self.pre_logits.add_module("act", nn.Tanh())
-        self.head = nn.Linear(c.dim_rep, 3)
-        self.temp_embed = nn.Parameter(torch.zeros(1, c.num_frames, 1, c.dim))
-        self.pos_embed = nn.Parameter(torch.zeros(1, c.num_joints, c.dim))
-        self.ts_attn = nn.ModuleList(nn.Linear(2 * c.dim, 2) for _ in range(c.depth))
-        self._init_weights()
+        with self.building(device, dtype):
+            self.joints_embed = nn.Linear(c.in_channels, c.dim)
+            rates = [c.drop_path_rate * i / max(c.depth - 1, 1) for i in range(c.depth)]  # linspace(0, rate, depth)
+            self.blocks_st = nn.ModuleList(DualBlock(c.dim, c.num_heads, c.mlp_hidden_dim, "st", r) for r in rates)
+            self.blocks_ts = nn.ModuleList(DualBlock(c.dim, c.num_heads, c.mlp_hidden_dim, "ts", r) for r in rates)
+            self.norm = nn.LayerNorm(c.dim, eps=1e-6)
+            self.pre_logits = nn.Sequential()
+            self.pre_logits.add_module("fc", nn.Linear(c.dim, c.dim_rep))
+            self.pre_logits.add_module("act", nn.Tanh())
+            self.head = nn.Linear(c.dim_rep, 3)
+            self.temp_embed = nn.Parameter(torch.zeros(1, c.num_frames, 1, c.dim))
+            self.pos_embed = nn.Parameter(torch.zeros(1, c.num_joints, c.dim))
+            self.ts_attn = nn.ModuleList(nn.Linear(2 * c.dim, 2) for _ in range(c.depth))
+            self._init_weights()
 
     def _init_weights(self):
         # As upstream: trunc-normal(0.02) embeddings and Linear weights, zero biases, and a stream
@@ -201,10 +202,11 @@ class HoTMotionBERT(PruneAndRecover, MotionBERT):
     arch: ClassVar[str] = "hot-motionbert"
     config_class: ClassVar[type] = HoTMotionBERTConfig
 
-    def __init__(self, config: HoTMotionBERTConfig):
-        super().__init__(config)
-        self.add_prune_and_recover(config)
-        for m in self.cross_attention.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                nn.init.zeros_(m.bias)
+    def __init__(self, config: HoTMotionBERTConfig, *, device=None, dtype=None):
+        super().__init__(config, device=device, dtype=dtype)
+        with self.building(device, dtype):
+            self.add_prune_and_recover(config)
+            for m in self.cross_attention.modules():
+                if isinstance(m, nn.Linear):
+                    nn.init.trunc_normal_(m.weight, std=0.02)
+                    nn.init.zeros_(m.bias)

@@ -1,21 +1,90 @@
-"""The contract every tokenizer in the zoo keeps: ``encode(x) -> Tokens`` and ``decode(Tokens) -> x``.
+"""The zoo's contract, and the whole extension API a family implements: read this module to add one.
 
 Shape letters: B batch, N token positions, D embedding width.
 
+Tokens
+------
 ``Tokens`` is one dataclass for every modality. It holds discrete ``ids`` (B, N) int64, or continuous
 ``embeddings`` (B, N, D), or both; a ``mask`` (B, N) bool marks the valid positions of each sample
 (FlexTok's k, audio lengths, HoT's kept frames); ``meta`` carries the rest. A tensor in ``meta`` is
 per-sample and has a leading B dimension, so slicing a batch slices it too; any other value
 (numbers, strings, lists) describes the whole batch and must be JSON-serialisable so that
-``Tokens.save`` can store it.
+``Tokens.save`` can store it. Meta keys the tools read when a family provides them:
+``image_size`` [H, W] and ``num_samples`` (B,) + ``sample_rate`` (input size for bits per pixel or
+second), ``kept_frame_indices`` (B, n) (the pose tab), ``grid_size`` [h, w] or [d, h, w] (id grids).
 
-``ZooModel`` is the ``nn.Module`` base of every model: it knows its ``arch`` and ``modality``,
-carries a frozen config dataclass, and saves and loads itself as a model folder
-(README.md card + config.json + model.safetensors) through :mod:`zoo.hub`.
+ZooModel
+--------
+``ZooModel`` is the ``nn.Module`` base of every model. A family subclasses it (usually through its
+modality's base: ``zoo.text.TextTokenizer``, ``vision.base.ImageTokenizer``, ``audio.base.SpeechTokenizer``,
+``video_pose.lifter.PoseLifter``) and declares, as class attributes:
+
+- ``arch``: its registry name (``zoo.registry.FAMILIES`` maps it to "module:Class"),
+  ``modality`` (one of ``MODALITIES``) and ``config_class`` (a frozen dataclass; config.json is it).
+- capabilities: ``supports_decode`` (``decode`` turns tokens back into the modality),
+  ``supports_training`` (``training_loss`` is defined, so ``tokenzoo finetune`` works) and
+  ``tasks``, the task verbs it implements out of ``TASKS`` (``lift``, ``segment``, ``synthesize``).
+  Tools read these flags; they never probe a model with ``hasattr``. The behaviour test over every
+  bundled model (tests/test_models.py) checks that the flags tell the truth.
+- ``hub_files``: the files a model folder or Hub repo of this arch holds (README.md always comes too).
+- ``license``: the license of weights this class makes, for cards of models saved without one.
+
+Its constructor is ``__init__(self, config, *, device=None, dtype=None)``: modules are built
+``with self.building(device, dtype):``, so they are created on ``device`` and cast to ``dtype``.
+``zoo.load`` builds the model on the meta device instead (no random init of weights that are
+overwritten at once) and loads the checkpoint with ``load_state_dict(..., assign=True)``; buffers stay
+real, so non-persistent buffers computed in ``__init__`` (FSQ bases, rotary tables, masks) are what a
+normal build gives. Do not compute anything from parameter *values* in ``__init__``.
+
+The contract: ``encode(x) -> Tokens`` and, where ``supports_decode``, ``decode(tokens)``. Both run
+under ``torch.no_grad`` (decorate them with ``@inference``; not ``inference_mode``, so continuous
+tokens can enter autograd afterwards) and are deterministic: the same input gives the same tokens
+on every call, alone or in a batch, unless the caller asks for sampling. ``preprocess(raw)`` turns
+raw inputs (paths, PIL images, arrays, strings) into the batch ``encode`` takes; ``postprocess``
+turns ``decode``'s output into raw outputs.
+
+The hooks the tools (``zoo.tools``: batch, finetune, compare, the demo table, the Gradio tabs) call.
+Each has a default that does not depend on the modality; a modality's base class overrides what is
+common to its modality (text reads UTF-8 files, images score PSNR), a family what is its own.
+
+======================================  ===========================================================
+``load_item(path) -> item``             one input file -> one raw item ``collate`` understands.
+                                        Default: ``.npy`` -> numpy array (never a pickle), else the path.
+``batch_key(item) -> int``              size for bucketing similar items into a batch.
+                                        Default: a path's file size, else ``len(item)``, else 0.
+``collate(items) -> batch``             raw items -> the batch ``encode`` takes. Default: arrays of one
+                                        shape stacked to (B, ...), then ``preprocess``.
+``training_batch(items) -> batch``      raw items -> the batch ``training_loss`` takes. Default: ``collate``.
+``training_loss(batch) -> Tensor``      scalar loss with gradients; set ``supports_training``.
+                                        Default: NotSupportedError.
+``evaluate(batch) -> dict[str, float]`` held-out metrics, lower-is-better first.
+                                        Default: ``{"loss": training_loss(batch)}``.
+``input_units(item) -> (n, unit)``      an item's size in its natural unit ("byte", "pixel", "second",
+                                        "frame", "voxel") for bits per unit. Default: None (then the
+                                        tools read ``image_size`` / ``num_samples`` from Tokens.meta).
+``reconstruct(batch, tokens) -> list``  decode back, one reconstruction per item.
+                                        Default: ``postprocess(decode(tokens))``.
+``reconstruction_quality(items, recs)`` ``{"name", "value", "protocol"}`` scoring reconstructions
+                                        against the raw items, or None (the default).
+``compare_metrics(items, batches)``    extra columns for ``tokenzoo compare`` from the items and their
+                                        Tokens batches. Default: none.
+``sample_inputs() -> list``             a few raw items (paths of bundled files are best: batch and
+                                        fine-tuning need files). Default: none.
+``codebook_size`` (property)            K for bits per token; None for continuous tokens. Default: the
+                                        size of the model's one ``zoo.quant`` quantizer, else None.
+``skeleton_parents`` (class attribute)  pose models: the parent joint of each joint (-1 at the root),
+                                        for drawing bones. Default: None.
+``lift`` / ``segment`` / ``synthesize`` the task verbs named in ``tasks``. Default: NotSupportedError.
+======================================  ===========================================================
+
+Provenance: ``zoo.load`` sets ``name`` (the registered name, or the source it was given),
+``source`` (a folder or ``hf-hub:org/repo``) and ``revision`` (the resolved Hub commit sha; None
+for a local folder). Batch rows and fine-tuned cards record them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -29,8 +98,21 @@ import torch
 from torch import Tensor, nn
 
 from zoo.errors import ConfigError, CorruptFileError, InputError, ModelFileNotFoundError, NotSupportedError
+from zoo.files import CONFIG_NAME, MODALITIES, WEIGHTS_NAME, atomic_write
 
-MODALITIES = ("text", "image", "audio", "pose", "em_volume")
+__all__ = [
+    "MODALITIES",
+    "TASKS",
+    "Tokens",
+    "ZooModel",
+    "check_float_tensor",
+    "config_from_dict",
+    "config_to_dict",
+    "inference",
+]
+
+# The task verbs a family may declare in ``ZooModel.tasks`` beside encode/decode.
+TASKS = ("lift", "segment", "synthesize")
 
 
 @dataclass
@@ -226,35 +308,6 @@ class Tokens:
             raise CorruptFileError(str(path), f"its tensors do not form valid Tokens ({err})") from err
 
 
-def _process_umask() -> int:
-    mask = os.umask(0o022)  # os.umask can only be read by setting it; done once, at import
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _process_umask()
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place.
-
-    A crash or an error in ``write`` leaves the old file (or none) and no temporary file behind.
-    """
-    import tempfile
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 # ---- configs ------------------------------------------------------------------------------------
 def config_to_dict(config: Any) -> dict[str, Any]:
     """A config dataclass as plain JSON-able data (tuples become lists)."""
@@ -286,45 +339,72 @@ def config_from_dict(config_class: type, data: Mapping[str, Any], where: str = "
 
 # ---- models -------------------------------------------------------------------------------------
 def inference(method: Callable) -> Callable:
-    """Run a public encode/decode under ``torch.inference_mode`` (no autograd bookkeeping)."""
+    """Run a public encode/decode (or task verb) under ``torch.no_grad``.
+
+    Not ``torch.inference_mode``: tensors made there can never enter autograd, and continuous tokens
+    are meant to be used as inputs to other models (and differentiated through) afterwards.
+    """
 
     @functools.wraps(method)
     def wrapper(*args, **kwargs):
-        with torch.inference_mode():
+        with torch.no_grad():
             return method(*args, **kwargs)
 
     return wrapper
 
 
-class ZooModel(nn.Module):
-    """Base of every model in the zoo.
+def _not_supported(model: ZooModel, what: str) -> NotSupportedError:
+    return NotSupportedError(f"{model.arch} ({type(model).__name__}) does not support {what}")
 
-    A subclass sets ``arch`` (the registry name of its architecture), ``modality`` (one of
-    ``MODALITIES``) and ``config_class`` (a frozen dataclass), builds itself from ``config`` in
-    ``__init__``, and implements ``encode`` and, where the family has one, ``decode``.
-    ``preprocess`` turns raw inputs (paths, PIL images, arrays, strings) into the batch tensor
-    ``encode`` takes; ``postprocess`` turns ``decode``'s output back into raw outputs.
-    """
+
+class ZooModel(nn.Module):
+    """Base of every model in the zoo; the module docstring is the whole extension API."""
 
     arch: ClassVar[str] = ""
     modality: ClassVar[str] = ""
     config_class: ClassVar[type | None] = None
     # The files a model folder or Hub repo of this arch must hold (README.md is always fetched too).
-    hub_files: ClassVar[tuple[str, ...]] = ("config.json", "model.safetensors")
+    hub_files: ClassVar[tuple[str, ...]] = (CONFIG_NAME, WEIGHTS_NAME)
+    # Capabilities, declared (tests/test_models.py checks them against what the model does).
+    supports_decode: ClassVar[bool] = False
+    supports_training: ClassVar[bool] = False
+    tasks: ClassVar[frozenset[str]] = frozenset()
+    skeleton_parents: ClassVar[tuple[int, ...] | None] = None
+    # The license of weights this class makes when no card says otherwise (cards of saved models use it).
+    license: ClassVar[str | None] = None
+    # Provenance, set by zoo.load on the instance.
+    name: str | None = None
+    source: str | None = None
+    revision: str | None = None
 
-    def __init__(self, config: Any):
+    def __init__(self, config: Any, *, device: torch.device | str | None = None, dtype: torch.dtype | None = None):
+        """Subclasses take the same arguments and build their modules ``with self.building(device, dtype):``."""
         super().__init__()
         if self.config_class is not None and not isinstance(config, self.config_class):
             raise ConfigError(
                 f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}"
             )
+        unknown = set(self.tasks) - set(TASKS)
+        if unknown:
+            raise ConfigError(f"{type(self).__name__}.tasks names unknown verbs {sorted(unknown)}; see zoo.api.TASKS")
         self.config = config
+
+    @contextlib.contextmanager
+    def building(self, device: torch.device | str | None, dtype: torch.dtype | None):
+        """Build modules inside this block: they are created on ``device`` (torch's default-device
+        context) and cast to ``dtype`` at the end (floating tensors only)."""
+        with torch.device(device) if device is not None else contextlib.nullcontext():
+            yield
+        if dtype is not None:
+            self.to(dtype=dtype)
 
     # ---- the contract ---------------------------------------------------------------------------
     def encode(self, x: Any, **kwargs) -> Tokens:
+        """Raw inputs or the batch ``preprocess`` returns -> Tokens (under ``@inference``)."""
         raise NotImplementedError(f"{type(self).__name__} must implement encode")
 
     def decode(self, tokens: Tokens, **kwargs) -> Any:
+        """Tokens -> the modality (under ``@inference``), where ``supports_decode``."""
         raise NotSupportedError(f"{self.arch} has no decoder: its tokens cannot be turned back into {self.modality}")
 
     def preprocess(self, raw: Any) -> Any:
@@ -335,9 +415,93 @@ class ZooModel(nn.Module):
         """``decode``'s output -> raw outputs (PIL images, waveforms, ...)."""
         return output
 
-    # Hooks for zoo.finetune and zoo.batch; families that train or batch specially override them.
+    # ---- task verbs (declare the ones implemented in ``tasks``) ---------------------------------
+    def lift(self, keypoints: Any, **kwargs) -> Tensor:
+        """2D keypoint clips -> 3D poses (pose lifters)."""
+        raise _not_supported(self, "lift (2D keypoints -> 3D poses)")
+
+    def segment(self, volume: Any, **kwargs) -> Tensor:
+        """A volume -> instance labels (EM segmentation)."""
+        raise _not_supported(self, "segment (volume -> labels)")
+
+    def synthesize(self, text: Any, **kwargs) -> Any:
+        """Text -> speech (text-to-speech models)."""
+        raise _not_supported(self, "synthesize (text -> speech)")
+
+    # ---- hooks for the tools (see the table in the module docstring) ----------------------------
+    def load_item(self, path: str | os.PathLike) -> Any:
+        """One input file -> one raw item: a ``.npy`` file is read as a numpy array (never a pickle),
+        any other file is handed on as its path for ``preprocess`` to read."""
+        import numpy as np
+
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"{path}: no such file")
+        if path.suffix == ".npy":
+            try:
+                return np.load(path, allow_pickle=False)
+            except ValueError as err:
+                raise InputError(f"{path}: not a plain numpy array file ({err})") from err
+        return path
+
+    def batch_key(self, item: Any) -> int:
+        """The size items are bucketed by: a path's file size, ``len(item)``, or 0."""
+        if isinstance(item, Path):
+            return item.stat().st_size
+        try:
+            return len(item)
+        except TypeError:
+            return 0
+
+    def collate(self, items: list[Any]) -> Any:
+        """Raw items -> the batch ``encode`` takes: numpy arrays of one shape are stacked into one
+        (B, ...) array first (every array-taking ``preprocess`` reads that as a batch)."""
+        import numpy as np
+
+        items = list(items)
+        if items and all(isinstance(x, np.ndarray) for x in items) and len({x.shape for x in items}) == 1:
+            return self.preprocess(np.stack(items))
+        return self.preprocess(items)
+
+    def training_batch(self, items: list[Any]) -> Any:
+        """Raw items -> the batch ``training_loss`` takes."""
+        return self.collate(items)
+
     def training_loss(self, batch: Any) -> Tensor:
+        """A scalar loss with gradients (set ``supports_training`` when you define it)."""
         raise NotSupportedError(f"{self.arch} does not define a training loss, so it cannot be fine-tuned")
+
+    def evaluate(self, batch: Any) -> dict[str, float]:
+        """Held-out metrics of one batch, lower-is-better first."""
+        return {"loss": float(self.training_loss(batch))}
+
+    def input_units(self, item: Any) -> tuple[float, str] | None:
+        """An item's size in its natural unit (count, unit), or None when the family does not say."""
+        return None
+
+    def reconstruct(self, batch: Any, tokens: Tokens) -> list[Any]:
+        """Tokens -> one reconstruction per item."""
+        return list(self.postprocess(self.decode(tokens)))
+
+    def reconstruction_quality(self, items: list[Any], reconstructions: list[Any]) -> dict[str, Any] | None:
+        """``{"name", "value", "protocol"}`` scoring ``reconstructions`` against the raw ``items``, or None."""
+        return None
+
+    def compare_metrics(self, items: list[Any], token_batches: list[Tokens]) -> dict[str, float]:
+        """Extra, family-specific columns for ``tokenzoo compare``."""
+        return {}
+
+    def sample_inputs(self) -> list[Any]:
+        """A few raw items to try the model on (paths of bundled files where there are some)."""
+        return []
+
+    @property
+    def codebook_size(self) -> int | None:
+        """K, the number of distinct ids: the size of the model's one ``zoo.quant`` quantizer, else None."""
+        from zoo.quant import FSQ, VectorQuantizer
+
+        sizes = {m.codebook_size for m in self.modules() if isinstance(m, (FSQ, VectorQuantizer))}
+        return sizes.pop() if len(sizes) == 1 else None
 
     # ---- device and dtype -----------------------------------------------------------------------
     @property
@@ -360,30 +524,52 @@ class ZooModel(nn.Module):
         return {"arch": self.arch, **data}
 
     @classmethod
-    def from_config_dict(cls, data: Mapping[str, Any], where: str = "config.json") -> ZooModel:
-        """Build an untrained model from config.json's content (the ``arch`` key is checked, not passed)."""
+    def config_from_json(cls, data: Mapping[str, Any], where: str = CONFIG_NAME) -> Any:
+        """config.json's content -> a ``config_class`` instance (the ``arch`` key is checked, not passed)."""
         data = dict(data)
         arch = data.pop("arch", cls.arch)
         if arch != cls.arch:
             raise ConfigError(f"{where} is for arch {arch!r}, not {cls.arch!r}")
         if cls.config_class is None:
-            raise ConfigError(f"{cls.__name__} has no config_class; override from_config_dict")
-        return cls(config_from_dict(cls.config_class, data, where))
+            raise ConfigError(f"{cls.__name__} has no config_class; override config_from_json")
+        return config_from_dict(cls.config_class, data, where)
 
     @classmethod
-    def from_folder(cls, folder: Path, source: str | None = None, revision: str | None = None) -> ZooModel:
-        """Build from a model folder's config.json and load model.safetensors strictly.
+    def from_config_dict(cls, data: Mapping[str, Any], where: str = CONFIG_NAME) -> ZooModel:
+        """Build an untrained model from config.json's content."""
+        return cls(cls.config_from_json(data, where))
 
-        Families whose upstream Hub layout differs (FlexTok's config with ``_target_`` entries)
-        override this and translate through their convert.py.
+    @classmethod
+    def empty(cls, config: Any, **kwargs) -> ZooModel:
+        """The model with its parameters on the meta device (no memory, no random init) and its
+        buffers real; fill it with ``zoo.hub.load_state`` (``load_state_dict(..., assign=True)``)."""
+        from accelerate import init_empty_weights
+
+        with init_empty_weights(include_buffers=False):
+            return cls(config, **kwargs)
+
+    @classmethod
+    def from_folder(
+        cls,
+        folder: Path,
+        source: str | None = None,
+        revision: str | None = None,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> ZooModel:
+        """Build from a model folder's config.json on the meta device and load model.safetensors strictly.
+
+        Families whose upstream layout differs (FlexTok's ``_target_`` config, diffusers VAEs)
+        override this and translate the folder first.
         """
-        from zoo.hub import load_weights
+        from zoo.hub import load_weights, read_config
 
-        config_path = folder / "config.json"
+        config_path = Path(folder) / CONFIG_NAME
         if not config_path.is_file():
-            raise ModelFileNotFoundError(source or str(folder), "config.json", revision)
-        model = cls.from_config_dict(json.loads(config_path.read_text()), where=str(config_path))
-        load_weights(model, folder / "model.safetensors", source=source, revision=revision)
+            raise ModelFileNotFoundError(source or str(folder), CONFIG_NAME, revision)
+        model = cls.empty(cls.config_from_json(read_config(config_path, source), where=str(config_path)))
+        load_weights(model, Path(folder) / WEIGHTS_NAME, source=source, revision=revision, device=device, dtype=dtype)
         return model.eval()
 
     def save_pretrained(self, folder: str | os.PathLike, card: Any = None) -> Path:

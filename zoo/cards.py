@@ -3,7 +3,7 @@
 The YAML fields tokenzoo relies on (``REQUIRED_FIELDS`` must be present in every card):
 
     library_name: tokenzoo
-    arch: hot-mixste            # registry architecture (zoo.registry.ARCHITECTURES)
+    arch: hot-mixste            # registry architecture (zoo.registry.FAMILIES)
     modality: pose              # text | image | audio | pose | em_volume
     license: apache-2.0         # the license of the weights: a Hub license id, or `other` with
     license_name: my-license    #   license_name (and license_link) for a custom license
@@ -29,6 +29,9 @@ import re
 import sys
 from pathlib import Path
 from typing import Any
+
+from zoo.errors import ConfigError
+from zoo.files import CARD_NAME, MODALITIES, WEIGHTS_NAME, atomic_write, cards_dir
 
 REQUIRED_FIELDS = ("library_name", "arch", "modality", "license")
 LIBRARY_NAME = "tokenzoo"
@@ -58,7 +61,6 @@ HUB_LICENSES = frozenset(
         "unknown",
     }
 )
-_HUB_LICENSES = HUB_LICENSES  # the name the first version used
 
 
 def read_card_data(path: str | Path) -> dict[str, Any]:
@@ -99,9 +101,6 @@ def make_card(
         extra: further YAML fields (``weights_hint``, ``datasets``, ...).
     """
     from huggingface_hub import ModelCard, ModelCardData
-
-    from zoo.api import MODALITIES
-    from zoo.errors import ConfigError
 
     if modality not in MODALITIES:
         raise ConfigError(f"make_card: modality {modality!r} is not one of {', '.join(MODALITIES)}")
@@ -201,8 +200,6 @@ def card_license(data: dict[str, Any]) -> str:
 
 def card_problems(data: dict[str, Any]) -> list[str]:
     """What a card's YAML lacks or gets wrong, as sentences (empty when the card is complete)."""
-    from zoo.api import MODALITIES
-
     problems = [f"no {field!r}" for field in REQUIRED_FIELDS if not data.get(field)]
     if data.get("library_name") not in (None, LIBRARY_NAME):
         problems.append(f"library_name is {data['library_name']!r}, not {LIBRARY_NAME!r}")
@@ -216,10 +213,10 @@ def card_problems(data: dict[str, Any]) -> list[str]:
 def card_for_model(model: Any):
     """A minimal card for a model saved without one (fine-tunes and conversions pass their own)."""
     return make_card(
-        name=getattr(model, "name", None) or model.arch,
+        name=model.name or model.arch,
         arch=model.arch,
         modality=model.modality,
-        license=getattr(model, "license", None) or "unknown",
+        license=model.license or "unknown",
         summary=f"A `{model.arch}` model saved by tokenzoo. Its maker did not describe it further.",
     )
 
@@ -248,7 +245,7 @@ TABLE_END = "<!-- /models-table -->"
 
 def _source(folder: Path, data: dict[str, Any]) -> str:
     """Where a model's weights come from, in a few words."""
-    if (folder / "model.safetensors").is_file():
+    if (folder / WEIGHTS_NAME).is_file():
         return f"bundled (`hub_cards/{folder.name}`)"
     if data.get("hub_repo"):
         rev = str(data.get("revision") or "")
@@ -261,13 +258,11 @@ def _source(folder: Path, data: dict[str, Any]) -> str:
 
 def models_table(cards_root: str | Path | None = None) -> str:
     """Markdown table of every model in hub_cards/: model, arch, modality, license, tokens, source."""
-    from zoo.registry import cards_dir
-
     root = Path(cards_root) if cards_root is not None else cards_dir()
     rows = ["| model | arch | modality | license | tokens | source |", "|---|---|---|---|---|---|"]
-    folders = sorted(p for p in root.iterdir() if (p / "README.md").is_file()) if root.is_dir() else []
+    folders = sorted(p for p in root.iterdir() if (p / CARD_NAME).is_file()) if root.is_dir() else []
     for folder in folders:
-        data = read_card_data(folder / "README.md")
+        data = read_card_data(folder / CARD_NAME)
         cells = [
             f"[{folder.name}](hub_cards/{folder.name}/README.md)",
             f"`{data.get('arch', '')}`",
@@ -296,8 +291,6 @@ def update_readme(path: str | Path, table: str | None = None, check: bool = Fals
     if new == text:
         return False
     if not check:
-        from zoo.api import atomic_write
-
         atomic_write(path, lambda tmp: tmp.write_text(new))
     return True
 

@@ -13,47 +13,20 @@ import logging
 import sys
 from pathlib import Path
 
-# Subcommands that live beside the feature they drive: "module:function" adding a subparser.
-PLUGIN_COMMANDS = ("zoo.batch:add_cli", "zoo.finetune:add_cli", "zoo.compare:add_cli", "demos.app:add_cli")
-
-DTYPES = {
-    "float32": "float32",
-    "fp32": "float32",
-    "bfloat16": "bfloat16",
-    "bf16": "bfloat16",
-    "float16": "float16",
-    "fp16": "float16",
-}
-
-
-def _dtype(name: str | None):
-    import torch
-
-    if name is None:
-        return None
-    if name not in DTYPES:
-        raise argparse.ArgumentTypeError(f"unknown dtype {name!r}; choose one of {', '.join(sorted(DTYPES))}")
-    return getattr(torch, DTYPES[name])
-
-
-def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """--device, --dtype, --revision, --local-files-only: how every command that loads a model takes them."""
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cpu)")
-    parser.add_argument("--dtype", default=None, choices=sorted(DTYPES), help="weights dtype (default: as stored)")
-    parser.add_argument("--revision", default=None, help="Hub branch, tag or commit sha")
-    parser.add_argument("--local-files-only", action="store_true", help="use the Hub cache only")
+# Subcommands that live beside the tool they drive: "module:function" adding a subparser.
+PLUGIN_COMMANDS = (
+    "zoo.tools.batch:add_cli",
+    "zoo.tools.finetune:add_cli",
+    "zoo.tools.compare:add_cli",
+    "demos.app:add_cli",
+)
 
 
 def load_model(args: argparse.Namespace):
     import zoo
+    from zoo.tools.options import model_options
 
-    return zoo.load(
-        args.model,
-        device=args.device,
-        dtype=_dtype(args.dtype),
-        revision=args.revision,
-        local_files_only=args.local_files_only,
-    )
+    return zoo.load(args.model, **model_options(args))
 
 
 # ---- commands -----------------------------------------------------------------------------------
@@ -114,6 +87,7 @@ def write_outputs(outputs, out_dir: Path) -> list[Path]:
     (waveform, sample_rate) pairs -> .wav."""
     import numpy as np
     import torch
+    from PIL import Image
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
@@ -122,7 +96,7 @@ def write_outputs(outputs, out_dir: Path) -> list[Path]:
         if isinstance(item, str):
             path = path.with_suffix(".txt")
             path.write_text(item, encoding="utf-8")
-        elif hasattr(item, "save") and hasattr(item, "mode"):  # PIL.Image
+        elif isinstance(item, Image.Image):
             path = path.with_suffix(".png")
             item.save(path)
         elif isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], int):
@@ -154,19 +128,22 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from zoo.demo import main as demo_main
+    from zoo.tools.demo import main as demo_main
 
     return demo_main(Path(args.out))
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from zoo.files import MODALITIES
+    from zoo.tools.options import add_model_options
+
     parser = argparse.ArgumentParser(prog="tokenzoo", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("list", help="list registered models")
     p.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. 'flextok*'")
-    p.add_argument("--modality", choices=["text", "image", "audio", "pose", "em_volume"])
+    p.add_argument("--modality", choices=MODALITIES)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_list)
 
@@ -208,15 +185,6 @@ def build_parser() -> argparse.ArgumentParser:
             continue  # that tool is not part of this installation
         getattr(module, function_name)(sub)
     return parser
-
-
-def module_main(command: str, add_cli, argv: list[str] | None = None) -> int:
-    """``python -m zoo.<command> ARGS`` (what ``accelerate launch -m zoo.<command>`` runs): one subcommand alone."""
-    parser = argparse.ArgumentParser(prog=f"python -m zoo.{command}")
-    add_cli(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args([command, *(sys.argv[1:] if argv is None else argv)])
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return args.func(args)
 
 
 def main(argv: list[str] | None = None) -> int:

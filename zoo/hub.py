@@ -17,7 +17,6 @@ What reaches a model is checked first:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -30,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from zoo.api import atomic_write
+from zoo.cards import card_for_model
 from zoo.errors import (
     CheckpointMismatchError,
     CorruptFileError,
@@ -40,15 +39,18 @@ from zoo.errors import (
     RevisionNotFoundError,
     UnsafeFormatError,
 )
+from zoo.files import (
+    CARD_NAME,
+    CONFIG_NAME,
+    PICKLE_MAGICS,
+    PICKLE_SUFFIXES,
+    WEIGHTS_NAME,
+    atomic_write,
+    git_blob_sha1,
+    sha256_file,
+)
 
 logger = logging.getLogger(__name__)
-
-WEIGHTS_NAME = "model.safetensors"
-CONFIG_NAME = "config.json"
-CARD_NAME = "README.md"
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
-# First bytes of torch.save files: a zip archive (torch >= 1.6) or a raw pickle (protocol 2..5).
-PICKLE_MAGICS = (b"PK\x03\x04", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
 
 
 # ---- weights ------------------------------------------------------------------------------------
@@ -92,8 +94,11 @@ def read_safetensors_header(path: Path, source: str | None = None) -> dict[str, 
     return header
 
 
-def read_safetensors(path: Path, source: str | None = None) -> dict[str, torch.Tensor]:
-    """Read every tensor of a safetensors file on CPU; a pickle or a broken file is refused by name."""
+def read_safetensors(
+    path: Path, source: str | None = None, device: torch.device | str | None = None
+) -> dict[str, torch.Tensor]:
+    """Read every tensor of a safetensors file (onto ``device``, default CPU); a pickle or a broken file is
+    refused by name."""
     from safetensors.torch import load_file
 
     path = Path(path)
@@ -102,13 +107,43 @@ def read_safetensors(path: Path, source: str | None = None) -> dict[str, torch.T
         raise ModelFileNotFoundError(source or str(path.parent), path.name)
     read_safetensors_header(path, source)
     try:
-        return load_file(str(path), device="cpu")
+        return load_file(str(path), device=_safetensors_device(device))
     except Exception as err:  # safetensors raises SafetensorError / OSError for bad headers and dtypes
         raise CorruptFileError(path.name, f"not a readable safetensors file ({err})", source=source) from err
 
 
-def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], file: str, source: str | None = None):
-    """Copy ``state`` into ``model``; any missing, unexpected or mis-shaped key raises, naming the keys."""
+def _safetensors_device(device: torch.device | str | None) -> str:
+    """A device as safetensors names it: "cpu" for any CPU device (it refuses "cpu:0"), else "cuda:1" etc."""
+    device = torch.device("cpu" if device is None else device)
+    return "cpu" if device.type == "cpu" else str(device)
+
+
+def read_config(path: Path, source: str | None = None) -> dict[str, Any]:
+    """A config.json as a dict; a file that is not a JSON object is a CorruptFileError naming it."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise CorruptFileError(CONFIG_NAME, f"not valid JSON ({err})", source=source) from err
+    if not isinstance(data, dict):
+        raise CorruptFileError(CONFIG_NAME, f"holds a {type(data).__name__}, not a JSON object", source=source)
+    return data
+
+
+def load_state_dict_strict(
+    model: nn.Module,
+    state: dict[str, torch.Tensor],
+    file: str,
+    source: str | None = None,
+    dtype: torch.dtype | None = None,
+) -> None:
+    """Load ``state`` into ``model``; any missing, unexpected or mis-shaped key raises, naming the keys.
+
+    The tensors are assigned, not copied (``load_state_dict(..., assign=True)``), so a model built
+    on the meta device (``ZooModel.empty``) gets real parameters without ever being initialised.
+    Floating tensors are cast to ``dtype`` when one is given, else to the dtype the model declares for
+    them. Buffers the checkpoint does not hold (non-persistent ones) are moved to the device of the
+    loaded weights.
+    """
     expected = model.state_dict()
     missing = set(expected) - set(state)
     unexpected = set(state) - set(expected)
@@ -121,11 +156,24 @@ def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], fil
         raise CheckpointMismatchError(
             getattr(model, "arch", type(model).__name__), file, missing, unexpected, mismatched, source=source
         )
-    model.load_state_dict(state, strict=True)
+    # Floating tensors take the model's dtype (or ``dtype``), as a copying load would give them.
+    state = {k: v.to(dtype or expected[k].dtype) if v.is_floating_point() else v for k, v in state.items()}
+    model.load_state_dict(state, strict=True, assign=True)
+    devices = {t.device for t in state.values()}
+    if len(devices) == 1 or dtype is not None:
+        model.to(device=devices.pop() if len(devices) == 1 else None, dtype=dtype)
 
 
-def load_weights(model: nn.Module, path: Path, source: str | None = None, revision: str | None = None) -> None:
-    """Load ``path`` into ``model`` strictly. A folder with only a pickle checkpoint is refused by name."""
+def load_weights(
+    model: nn.Module,
+    path: Path,
+    source: str | None = None,
+    revision: str | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> None:
+    """Load ``path`` into ``model`` strictly, onto ``device`` in ``dtype`` (default: CPU, as stored).
+    A folder with only a pickle checkpoint is refused by name."""
     path = Path(path)
     where = f"{source}@{revision}" if source and revision else source
     if not path.is_file():
@@ -133,14 +181,12 @@ def load_weights(model: nn.Module, path: Path, source: str | None = None, revisi
         if pickles:
             raise UnsafeFormatError(pickles[0], where or str(path.parent))
         raise ModelFileNotFoundError(source or str(path.parent), path.name, revision)
-    load_state_dict_strict(model, read_safetensors(path, where), path.name, where)
+    load_state_dict_strict(model, read_safetensors(path, where, device=device), path.name, where, dtype=dtype)
 
 
 def save_model_folder(model: nn.Module, folder: Path, card: Any = None) -> Path:
     """Write README.md + config.json + model.safetensors; each file lands atomically."""
     from safetensors.torch import save_file
-
-    from zoo.cards import card_for_model
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -194,23 +240,6 @@ def _translate(err: Exception, repo_id: str, revision: str | None, filename: str
     return err
 
 
-def _git_blob_sha1(path: Path) -> str:
-    digest = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's content, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def verify_cached_file(path: Path, repo_id: str, filename: str, revision: str | None = None) -> None:
     """Check a cached file against the ETag its blob is named by; evict it if it does not match.
 
@@ -224,7 +253,7 @@ def verify_cached_file(path: Path, repo_id: str, filename: str, revision: str | 
     if re.fullmatch(r"[0-9a-f]{64}", etag):
         actual, kind = sha256_file(blob), "sha256"
     elif re.fullmatch(r"[0-9a-f]{40}", etag):
-        actual, kind = _git_blob_sha1(blob), "git sha1"
+        actual, kind = git_blob_sha1(blob), "git sha1"
     else:
         return
     if actual != etag:

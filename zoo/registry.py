@@ -1,7 +1,7 @@
-"""Architecture names -> classes (imported lazily), model names -> cards, and ``zoo.load``.
+"""The family table (architectures, converters, demos), model names -> cards, and ``zoo.load``.
 
-An *architecture* is code: a ``ZooModel`` subclass named ``"module:Class"`` below and imported only
-when a model of that arch is loaded, so ``import zoo`` pulls in no family. A *model* is data: a
+An *architecture* is code: a ``ZooModel`` subclass named ``"module:Class"`` in ``FAMILIES`` below and
+imported only when a model of that arch is loaded, so ``import zoo`` pulls in no family. A *model* is data: a
 folder in ``hub_cards/`` holding a README.md card (whose YAML names the arch) and, for the tiny
 models we train here, config.json + model.safetensors; cards of official checkpoints name the Hub
 repo and revision their weights live at instead.
@@ -11,55 +11,98 @@ from __future__ import annotations
 
 import fnmatch
 import importlib
-import json
+import logging
 import os
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from zoo.errors import ConfigError, ModelFileNotFoundError, UnknownModelError
+from zoo.files import CARD_NAME, CONFIG_NAME, MODALITIES, WEIGHTS_NAME, cards_dir
 
-# One line per architecture. The class states the same ``arch``; tests/test_registry.py keeps them in sync.
-ARCHITECTURES: dict[str, str] = {
-    # text
-    "byte-tokenizer": "zoo.text:ByteTokenizer",
-    "hf-tokenizer": "zoo.text:HFTokenizer",
-    "sentencepiece": "zoo.text:SentencePieceTokenizer",
-    "tiktoken": "zoo.text:TiktokenTokenizer",
-    # image
-    "flextok": "vision.flextok.model:FlexTok",
-    "flextok-vae": "vision.flextok.vae:FlexTokVAE",
-    # pose
-    "mixste": "video_pose.mixste:MixSTE",
-    "hot-mixste": "video_pose.hot:HoTMixSTE",
-    "tpc-mixste": "video_pose.hot:TPCMixSTE",
-    "motionbert": "video_pose.motionbert:MotionBERT",
-    "hot-motionbert": "video_pose.motionbert:HoTMotionBERT",
-    # audio
-    "s3tokenizer": "audio.s3tokenizer:S3Tokenizer",
-    # em_volume
-    "tokenunify": "em_volume.tokenunify:TokenUnify",
-}
+logger = logging.getLogger(__name__)
 
-# Upstream checkpoint converters, one per architecture that has published weights in another layout:
-# "module:function" with signature ``convert_checkpoint(arch: str, src: Path, out: Path, **options) -> Path``
-# that writes a zoo model folder at ``out`` (README.md card + config.json + model.safetensors).
-CONVERTERS: dict[str, str] = {
-    "flextok": "vision.flextok.convert:convert_checkpoint",
-    "mixste": "video_pose.convert:convert_checkpoint",
-    "hot-mixste": "video_pose.convert:convert_checkpoint",
-    "tpc-mixste": "video_pose.convert:convert_checkpoint",
-    "motionbert": "video_pose.convert:convert_checkpoint",
-    "hot-motionbert": "video_pose.convert:convert_checkpoint",
-    "s3tokenizer": "audio.convert:convert_checkpoint",  # variant read from the file or its name
-    "s3tokenizer-v1": "audio.convert:convert_checkpoint",
-    "s3tokenizer-v1_25hz": "audio.convert:convert_checkpoint",
-    "s3tokenizer-v2": "audio.convert:convert_checkpoint",
-    "s3tokenizer-v3": "audio.convert:convert_checkpoint",
-    "tokenunify": "em_volume.convert:convert_checkpoint",
-}
+
+@dataclass(frozen=True)
+class Family:
+    """Every string that ties one family to the tools, in one record.
+
+    Args:
+        name: the family's name (also its demo's output folder, ``out/<name>/``).
+        archs: architecture -> ``"module:Class"``, a ZooModel subclass whose ``arch`` is the same name.
+        converter: ``"module:function"`` with signature ``convert_checkpoint(arch, src: Path, out: Path,
+            **options) -> Path``, writing a zoo model folder from an upstream checkpoint.
+        converts: the names ``tokenzoo convert NAME`` accepts for that converter (archs, variants).
+        demo: ``"module:function"`` with signature ``run(out_dir: Path) -> list[dict]``: the family's
+            rows of the demo table (``zoo.tools.demo.COLUMNS``) on its bundled models and samples.
+    """
+
+    name: str
+    archs: Mapping[str, str]
+    converter: str | None = None
+    converts: tuple[str, ...] = ()
+    demo: str | None = None
+
+
+# The one table of family strings. Each target is imported only when it is used, so ``import zoo``
+# pulls in no family; tests/test_layout.py keeps every target importable and every class's
+# ``arch`` equal to its key.
+FAMILIES: tuple[Family, ...] = (
+    Family(
+        "text",
+        archs={
+            "byte-tokenizer": "zoo.text.tokenizers:ByteTokenizer",
+            "hf-tokenizer": "zoo.text.tokenizers:HFTokenizer",
+            "sentencepiece": "zoo.text.tokenizers:SentencePieceTokenizer",
+            "tiktoken": "zoo.text.tokenizers:TiktokenTokenizer",
+        },
+        demo="zoo.text.demo:run",
+    ),
+    Family(
+        "flextok",
+        archs={"flextok": "vision.flextok.model:FlexTok", "flextok-vae": "vision.flextok.vae:FlexTokVAE"},
+        converter="vision.flextok.convert:convert_checkpoint",
+        converts=("flextok",),
+        demo="vision.flextok.demo:run",
+    ),
+    Family(
+        "video_pose",
+        archs={
+            "mixste": "video_pose.mixste:MixSTE",
+            "hot-mixste": "video_pose.hot:HoTMixSTE",
+            "tpc-mixste": "video_pose.hot:TPCMixSTE",
+            "motionbert": "video_pose.motionbert:MotionBERT",
+            "hot-motionbert": "video_pose.motionbert:HoTMotionBERT",
+        },
+        converter="video_pose.convert:convert_checkpoint",
+        converts=("mixste", "hot-mixste", "tpc-mixste", "motionbert", "hot-motionbert"),
+        demo="video_pose.demo:run",
+    ),
+    Family(
+        "s3tokenizer",
+        archs={"s3tokenizer": "audio.s3tokenizer.model:S3Tokenizer"},
+        converter="audio.s3tokenizer.convert:convert_checkpoint",
+        # the variant is read from the file or its name, or named here
+        converts=("s3tokenizer", "s3tokenizer-v1", "s3tokenizer-v1_25hz", "s3tokenizer-v2", "s3tokenizer-v3"),
+        demo="audio.s3tokenizer.demo:run",
+    ),
+    Family(
+        "tokenunify",
+        archs={"tokenunify": "em_volume.tokenunify:TokenUnify"},
+        converter="em_volume.convert:convert_checkpoint",
+        converts=("tokenunify",),
+        demo="em_volume.demo:run",
+    ),
+)
+
+# Views of the table, by the key each tool looks up.
+ARCHITECTURES: dict[str, str] = {arch: target for f in FAMILIES for arch, target in f.archs.items()}
+CONVERTERS: dict[str, str] = {name: f.converter for f in FAMILIES if f.converter for name in f.converts}
+DEMOS: dict[str, str] = {f.name: f.demo for f in FAMILIES if f.demo}
 
 HUB_PREFIX = "hf-hub:"
 LOCAL_PREFIX = "local-dir:"
@@ -90,17 +133,11 @@ def get_arch(arch: str) -> type:
 
 
 # ---- model names (hub_cards/) -------------------------------------------------------------------
-def cards_dir() -> Path:
-    """Where the bundled model folders live: $TOKENZOO_CARDS_DIR or hub_cards/ beside the packages."""
-    env = os.environ.get("TOKENZOO_CARDS_DIR")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "hub_cards"
-
-
 def _card_folders() -> dict[str, Path]:
     root = cards_dir()
     if not root.is_dir():
         return {}
-    return {p.name: p for p in sorted(root.iterdir()) if (p / "README.md").is_file()}
+    return {p.name: p for p in sorted(root.iterdir()) if (p / CARD_NAME).is_file()}
 
 
 def card_data(name: str) -> dict[str, Any]:
@@ -110,18 +147,35 @@ def card_data(name: str) -> dict[str, Any]:
     folders = _card_folders()
     if name not in folders:
         raise UnknownModelError(name, folders)
-    return read_card_data(folders[name] / "README.md")
+    return read_card_data(folders[name] / CARD_NAME)
 
 
 def list_models(pattern: str = "*", modality: str | None = None) -> list[str]:
     """Registered model names matching an fnmatch ``pattern`` (like timm), optionally of one modality."""
     names = [n for n in _card_folders() if fnmatch.fnmatch(n, pattern)]
     if modality is not None:
-        from zoo.api import MODALITIES
-
         if modality not in MODALITIES:
             raise ConfigError(f"list_models: modality {modality!r} is not one of {', '.join(MODALITIES)}")
         names = [n for n in names if card_data(n).get("modality") == modality]
+    return names
+
+
+def bundled_models(modality: str | None = None) -> list[str]:
+    """Registered models whose files are all in hub_cards/ (loadable offline), optionally of one modality.
+
+    Cards of official checkpoints whose weights live on the Hub are left out, as are models whose
+    family cannot be imported here (a missing optional dependency).
+    """
+    folders = _card_folders()
+    names = []
+    for name in list_models(modality=modality):
+        try:
+            files = get_arch(card_data(name).get("arch", "")).hub_files
+        except (ImportError, KeyError, ConfigError) as err:
+            logger.info("skipping %s: %s", name, err)
+            continue
+        if all((folders[name] / f).is_file() for f in files):
+            names.append(name)
     return names
 
 
@@ -173,35 +227,24 @@ def parse_source(name_or_path: str | os.PathLike, revision: str | None = None) -
 
 
 def _arch_of_folder(folder: Path, hint: str | None, source: str, revision: str | None) -> str:
-    config_path = folder / "config.json"
+    from zoo.cards import read_card_data
+    from zoo.hub import read_config
+
+    config_path = folder / CONFIG_NAME
     if config_path.is_file():
-        arch = _read_config(config_path, source).get("arch")
+        arch = read_config(config_path, source).get("arch")
         if arch:
             return arch
     if hint:
         return hint
-    card = folder / "README.md"
+    card = folder / CARD_NAME
     if card.is_file():
-        from zoo.cards import read_card_data
-
         arch = read_card_data(card).get("arch")
         if arch:
             return arch
     if not config_path.is_file():
-        raise ModelFileNotFoundError(source, "config.json", revision)
+        raise ModelFileNotFoundError(source, CONFIG_NAME, revision)
     raise ConfigError(f"{source}: neither config.json nor README.md names an 'arch'; pass arch=...")
-
-
-def _read_config(path: Path, source: str) -> dict[str, Any]:
-    from zoo.errors import CorruptFileError
-
-    try:
-        data = json.loads(Path(path).read_text())
-    except (ValueError, UnicodeDecodeError) as err:
-        raise CorruptFileError("config.json", f"not valid JSON ({err})", source=source) from err
-    if not isinstance(data, dict):
-        raise CorruptFileError("config.json", f"holds a {type(data).__name__}, not a JSON object", source=source)
-    return data
 
 
 def load(
@@ -219,28 +262,32 @@ def load(
         name_or_path: a name from ``list_models()``, ``"hf-hub:org/repo"`` with an optional
             ``@branch|tag|sha``, ``"local-dir:PATH"``, or a folder (str or PathLike).
         device, dtype: where and in what floating dtype the model comes back (default: CPU, as stored).
+            The weights are read onto ``device`` and cast to ``dtype`` on the way in.
         revision: Hub branch, tag or commit sha (or put it after ``@``).
         local_files_only: use the Hub cache only, as ``HF_HUB_OFFLINE=1`` does (read at call time).
         cache_dir: Hub cache folder (default: huggingface_hub's).
         arch: the architecture, for a folder or repo whose config.json does not name one.
 
-    Weights load strictly from safetensors; the model comes back in eval mode. All files of a Hub
-    load come from one commit. Errors are :mod:`zoo.errors` types naming the repo, revision and file.
+    The model is built on the meta device and its weights are assigned from safetensors, strictly;
+    it comes back in eval mode with ``name``, ``source`` and ``revision`` set (for a Hub load, the
+    commit sha the revision resolved to). All files of a Hub load come from that one commit. Errors
+    are :mod:`zoo.errors` types naming the repo, revision and file.
     """
     from zoo import hub
 
     kind, where, revision = parse_source(name_or_path, revision)
-    source = where
+    name = Path(where).resolve().name if kind == "folder" else os.fspath(name_or_path)
+    source, commit = where, None
     if kind == "name":
         data = card_data(where)
         arch = arch or data.get("arch")
         folder = _card_folders()[where]
-        if not (folder / hub.WEIGHTS_NAME).is_file():
+        if not (folder / WEIGHTS_NAME).is_file():
             repo = data.get("hub_repo")
             if not repo:
                 raise ModelFileNotFoundError(
                     where,
-                    hub.WEIGHTS_NAME,
+                    WEIGHTS_NAME,
                     hint=data.get("weights_hint", "Its card says how to obtain the weights."),
                 )
             revision = revision or data.get("revision")
@@ -248,21 +295,20 @@ def load(
     if kind == "hub":
         source = f"{HUB_PREFIX}{where}"
         options = dict(local_files_only=local_files_only, cache_dir=cache_dir)
-        config_path = hub.download_file(where, hub.CONFIG_NAME, revision, **options)
-        commit = hub.snapshot_of(config_path, hub.CONFIG_NAME).name
-        arch = arch or _read_config(config_path, source).get("arch")
+        config_path = hub.download_file(where, CONFIG_NAME, revision, **options)
+        commit = hub.snapshot_of(config_path, CONFIG_NAME).name
+        arch = arch or hub.read_config(config_path, source).get("arch")
         if not arch:
             raise ConfigError(f"{source}: config.json names no 'arch'; pass arch=... or load it by its card name")
-        files = tuple(dict.fromkeys((hub.CONFIG_NAME, *get_arch(arch).hub_files)))
+        files = tuple(dict.fromkeys((CONFIG_NAME, *get_arch(arch).hub_files)))
         # Every file at the commit config.json came from, even if the branch moves meanwhile.
         folder = hub.download_model(where, commit, files=files, shown_revision=revision or "main", **options)
         revision = revision or "main"
     elif kind == "folder":
         folder = Path(where)
         if not folder.is_dir():
-            raise ModelFileNotFoundError(where, hub.CONFIG_NAME, hint="The folder does not exist.")
+            raise ModelFileNotFoundError(where, CONFIG_NAME, hint="The folder does not exist.")
     arch = _arch_of_folder(folder, arch, source, revision)
-    model = get_arch(arch).from_folder(folder, source=source, revision=revision)
-    if device is not None or dtype is not None:
-        model = model.to(device=device, dtype=dtype)
+    model = get_arch(arch).from_folder(folder, source=source, revision=revision, device=device, dtype=dtype)
+    model.name, model.source, model.revision = name, source if commit else str(folder), commit
     return model.eval()

@@ -7,7 +7,6 @@ import math
 import gradio as gr
 
 from demos.tabs.common import encode_file, id_grid
-from zoo import batch as hooks
 
 
 def tokenize_audio(model_name: str, path: str | None) -> tuple[list, str]:
@@ -19,7 +18,7 @@ def tokenize_audio(model_name: str, path: str | None) -> tuple[list, str]:
     if samples is not None and rate:
         seconds = float(samples[0]) / float(rate)
         summary += f" for {seconds:.2f} s: **{count / seconds:.1f} tokens per second**"
-        codebook = hooks.codebook_size(model, tokens)
+        codebook = model.codebook_size if tokens.ids is not None else None
         if codebook:
             summary += f", {count * math.log2(codebook) / seconds:.0f} bits per second"
     if tokens.meta.get("token_rate"):

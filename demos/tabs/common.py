@@ -10,9 +10,7 @@ import numpy as np
 import torch
 
 from demos.tabs import load_model
-from zoo import batch as hooks
 from zoo.api import Tokens
-from zoo.errors import NotSupportedError
 
 IDS_PER_ROW = 16
 NO_SAMPLE = "(uploaded file)"
@@ -29,31 +27,23 @@ def figure_pixels(fig) -> np.ndarray:
     return picture
 
 
-def sample_items(model: Any) -> list[Any]:
-    """The model's sample inputs, or none when its family offers none."""
-    try:
-        return hooks.sample_inputs(model)
-    except NotSupportedError:
-        return []
-
-
 def sample_choices(model: Any) -> list[str]:
     """Dropdown entries: the uploaded file, then "sample 1".. for each sample input."""
-    return [NO_SAMPLE] + [f"sample {i + 1}" for i in range(len(sample_items(model)))]
+    return [NO_SAMPLE] + [f"sample {i + 1}" for i in range(len(model.sample_inputs()))]
 
 
 def chosen_item(model: Any, path: str | None, sample: str, what: str, upload_hint: str) -> Any:
     """The picked sample (``what`` names it in errors), else the uploaded file read by the family."""
     if sample and sample != NO_SAMPLE:
-        samples = sample_items(model)
+        samples = model.sample_inputs()
         index = int(sample.split()[-1]) - 1
         if not 0 <= index < len(samples):
             raise gr.Error(f"this model has {len(samples)} sample {what}; {sample!r} is not one of them")
         chosen = samples[index]
-        return hooks.load_item(model, chosen) if isinstance(chosen, (str, os.PathLike)) else chosen
+        return model.load_item(chosen) if isinstance(chosen, (str, os.PathLike)) else chosen
     if not path:
         raise gr.Error(upload_hint)
-    return hooks.load_item(model, path)
+    return model.load_item(path)
 
 
 def encode_file(model_name: str, path: str | None) -> tuple[Any, Any, Tokens]:
@@ -64,7 +54,7 @@ def encode_file(model_name: str, path: str | None) -> tuple[Any, Any, Tokens]:
         raise gr.Error("Upload an input file first.")
     model = load_model(model_name)
     try:
-        batch = hooks.collate(model, [hooks.load_item(model, path)])
+        batch = model.collate([model.load_item(path)])
         return model, batch, model.encode(batch)
     except Exception as err:  # shown to the user as the tab's error message
         raise gr.Error(f"{model_name} could not encode this file: {err}") from err

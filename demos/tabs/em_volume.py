@@ -2,7 +2,7 @@
 
 One picture per chosen depth: the raw slice, the token grid (``Tokens.meta["grid_size"]`` or
 ``["grid"]`` = (d, h, w); the id map when the tokens are discrete, the grid cells otherwise), and the
-segmentation from the family's ``segment`` verb when it has one (labels (D, H, W), or the first
+segmentation from the family's ``segment`` verb when its ``tasks`` declare one (labels (D, H, W), or the first
 sample and channel of affinities / probabilities).
 """
 
@@ -16,7 +16,6 @@ import torch
 
 from demos.tabs import load_model
 from demos.tabs.common import chosen_item, figure_pixels, sample_choices
-from zoo import batch as hooks
 
 
 def _volume(model: Any, path: str | None, sample: str) -> Any:
@@ -67,9 +66,9 @@ def show_volume(model_name: str, path: str | None, sample: str, z: float) -> tup
     model = load_model(model_name)
     item = _volume(model, path, sample)
     try:
-        batch = hooks.collate(model, [item])
+        batch = model.collate([item])
         tokens = model.encode(batch)
-        segmentation = model.segment(batch) if hasattr(model, "segment") else None
+        segmentation = model.segment(batch) if "segment" in model.tasks else None
     except Exception as err:  # shown to the user as the tab's error message
         raise gr.Error(f"{model_name} could not process this volume: {err}") from err
     volume = _as_numpy(item)

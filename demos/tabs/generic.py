@@ -1,7 +1,8 @@
 """The tab any modality gets before it has its own: upload a file, see its token ids as a grid.
 
-It reaches the family only through the hooks in :mod:`zoo.batch` (``load_item``, ``collate``) and
-``encode``, so a new family shows up in the app the moment one of its models is registered.
+It reaches the family only through the hooks ``zoo.api.ZooModel`` declares (``load_item``, ``collate``,
+``codebook_size``) and ``encode``, so a new family shows up in the app the moment one of its models is
+registered.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from collections.abc import Callable
 import gradio as gr
 
 from demos.tabs.common import encode_file, id_grid
-from zoo import batch as hooks
 
 
 def encode_uploaded(model_name: str, path: str | None) -> tuple[list[list[int | None]], str]:
@@ -20,7 +20,7 @@ def encode_uploaded(model_name: str, path: str | None) -> tuple[list[list[int | 
     if tokens.ids is None:
         width = tokens.embeddings.shape[-1]
         return [], f"**{int(tokens.lengths[0])} continuous tokens** of width {width} (no ids to show)"
-    codebook = hooks.codebook_size(model, tokens)
+    codebook = model.codebook_size
     summary = f"**{int(tokens.lengths[0])} tokens**" + (f" from a codebook of {codebook:,}" if codebook else "")
     return id_grid(tokens), summary
 

@@ -12,7 +12,6 @@ from typing import Any
 import gradio as gr
 
 from demos.tabs.common import encode_file, enlarged, id_grid, to_picture
-from zoo import batch as hooks
 from zoo.errors import ZooError
 
 MAX_K = 256
@@ -24,14 +23,14 @@ def tokenize_image(model_name: str, path: str | None, k: float) -> tuple[Any, li
     count = int(tokens.lengths[0])
     k = max(1, min(int(k), count))
     summary = f"**{count} tokens**"
-    codebook = hooks.codebook_size(model, tokens)
+    codebook = model.codebook_size if tokens.ids is not None else None
     size = tokens.meta.get("image_size")
     if codebook and isinstance(size, (list, tuple)) and len(size) == 2:
         summary += f", {k * math.log2(codebook) / (size[0] * size[1]):.4f} bits per pixel at k={k}"
     picture = None
     try:
         kept = tokens.truncate(k) if k < tokens.num_positions else tokens
-        picture = enlarged(to_picture(hooks.reconstruct(model, batch, kept)[0]))
+        picture = enlarged(to_picture(model.reconstruct(batch, kept)[0]))
         summary += f"  \nreconstruction from the first **{k}** of {count} tokens"
     except (ZooError, RuntimeError, ValueError) as err:
         summary += f"  \nno reconstruction at k={k}: {err}"

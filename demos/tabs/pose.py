@@ -1,9 +1,9 @@
 """Pose tab: a 2D keypoint clip (upload a .npy (F, J, 2|3) or pick a sample) -> 3D skeleton, kept frames.
 
-The 3D poses come from the family's ``lift`` verb where it has one, else from ``decode(encode(x))``;
-the kept frames from ``Tokens.meta["kept_frame_indices"]`` (HoT's representative frames). Bones are
-drawn from the model's ``skeleton_parents`` (a parent index per joint, -1 for the root) when it has
-that attribute; otherwise the joints are drawn as points.
+The 3D poses come from the family's ``lift`` verb where its ``tasks`` declare one, else from
+``reconstruct(batch, encode(batch))``; the kept frames from ``Tokens.meta["kept_frame_indices"]`` (HoT's
+representative frames). Bones are drawn from the model's ``skeleton_parents`` (a parent index per
+joint, -1 for the root) when it declares them; otherwise the joints are drawn as points.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import torch
 
 from demos.tabs import load_model
 from demos.tabs.common import chosen_item, figure_pixels, sample_choices
-from zoo import batch as hooks
 
 
 def _clip(model: Any, path: str | None, sample: str) -> Any:
@@ -58,16 +57,16 @@ def lift_clip(model_name: str, path: str | None, sample: str, frame: float) -> t
     model = load_model(model_name)
     clip = _clip(model, path, sample)
     try:
-        batch = hooks.collate(model, [clip])
+        batch = model.collate([clip])
         tokens = model.encode(batch)
-        poses = model.lift(batch) if hasattr(model, "lift") else hooks.reconstruct(model, batch, tokens)
+        poses = model.lift(batch) if "lift" in model.tasks else model.reconstruct(batch, tokens)
     except Exception as err:  # shown to the user as the tab's error message
         raise gr.Error(f"{model_name} could not lift this clip: {err}") from err
     poses = poses[0].detach().float().cpu().numpy() if isinstance(poses, torch.Tensor) else np.asarray(poses[0])
     kept_meta = tokens.meta.get("kept_frame_indices")
     kept = sorted(set(kept_meta[0].tolist())) if isinstance(kept_meta, torch.Tensor) else list(range(len(poses)))
     frame = max(0, min(int(frame), len(poses) - 1))
-    picture = render(poses, kept, frame, getattr(model, "skeleton_parents", None))
+    picture = render(poses, kept, frame, model.skeleton_parents)
     summary = (
         f"**{len(poses)} frames**, {poses.shape[1]} joints; **{int(tokens.lengths[0])} tokens** "
         f"(kept frames: {len(kept)})  \nkept: {', '.join(map(str, kept[:40]))}{' ...' if len(kept) > 40 else ''}"

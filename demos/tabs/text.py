@@ -17,13 +17,8 @@ MAX_TOKENS_SHOWN = 2000  # the piece view decodes prefixes; keep it snappy
 
 
 def token_pieces(model: Any, ids: list[int]) -> list[tuple[str, str]]:
-    """(text piece, id label) per token, grouping tokens that only decode together (split UTF-8).
-
-    A family may provide ``token_pieces(ids) -> list[str]`` itself; otherwise each piece is what the
-    prefix decoding gains when the token is added.
-    """
-    if hasattr(model, "token_pieces"):
-        return [(piece, str(i)) for piece, i in zip(model.token_pieces(ids), ids)]
+    """(text piece, id label) per token, grouping tokens that only decode together (split UTF-8): each
+    piece is what the prefix decoding gains when the token is added."""
 
     def decode(prefix: list[int]) -> str:
         return model.decode(Tokens(ids=torch.tensor([prefix], dtype=torch.int64)))[0]

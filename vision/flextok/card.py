@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vision.flextok.model import LICENSE_NOTE
+from vision.flextok.config import LICENSE_NOTE
 from zoo.cards import make_card
 
 PAPER = "https://arxiv.org/abs/2502.13967"

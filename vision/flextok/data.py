@@ -103,7 +103,7 @@ def make_images(n: int, size: int, seed: int, held_out: bool = False, skimage_sh
 def write_samples(folder, size: int = 32, seed: int = 2024) -> list:
     """The demo's bundled images: two procedural scenes and two crops of held-out scikit-image samples.
 
-    python -c "from vision.flextok.data import write_samples; write_samples('vision/flextok/samples')"
+    python -c "from vision.flextok.data import write_samples; write_samples('vision/samples')"
     """
     from pathlib import Path
 

@@ -18,7 +18,7 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-SAMPLES = Path(__file__).resolve().parent / "samples"
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 MODEL = "flextok-tiny"
 
 

@@ -25,15 +25,15 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from vision.base import ImageTokenizer, check_image_batch
+from vision.flextok.config import AUTOCAST_DTYPES, FlexTokConfig
 from vision.flextok.layers import (
     AdaLNBlock,
     Block,
@@ -43,92 +43,20 @@ from vision.flextok.layers import (
     sincos_table_2d,
     unpatchify,
 )
+from vision.flextok.upstream import (
+    convert_state_dict,
+    is_upstream_folder,
+    parse_upstream_config,
+    read_upstream_metadata,
+    upstream_config_from_folder,
+)
 from vision.flextok.vae import autoencoder_kl
-from zoo.api import Tokens, ZooModel, check_float_tensor, inference
-from zoo.errors import ConfigError, InputError
+from zoo.api import Tokens, inference
+from zoo.errors import InputError, ModelFileNotFoundError
+from zoo.hub import load_state_dict_strict, read_safetensors
 from zoo.quant import FSQ, check_ids
 
 logger = logging.getLogger(__name__)
-
-LICENSE_NOTE = (
-    "Apple Machine Learning Research Model is licensed under the Apple Machine Learning Research Model License "
-    "Agreement (research purposes only)."
-)
-
-
-@dataclass(frozen=True)
-class FlexTokConfig:
-    """FlexTok hyperparameters. Defaults are the released d12_d12 ImageNet model's structure.
-
-    The released configs carry their own VAE scaling factor; ``convert.py`` reads every field from
-    the checkpoint's config and weight shapes, never from these defaults.
-    """
-
-    # VAE: diffusers AutoencoderKL with len(vae_block_out_channels) levels (downsampling 2^(levels-1)).
-    vae_block_out_channels: tuple[int, ...] = (128, 256, 512, 512)  # SDXL-VAE widths (upstream VAE_BASE_CFG)
-    vae_layers_per_block: int = 2
-    vae_norm_num_groups: int = 32
-    latent_channels: int = 16
-    vae_scaling_factor: float = 1.0  # latents are multiplied by this after the posterior mode
-    vae_sample_posterior: bool = False  # True makes tokenization stochastic; the zoo encodes the mode
-    # Token transformers
-    patch_size: tuple[int, int] = (2, 2)
-    posemb_grid: tuple[int, int] = (16, 16)  # sin-cos table in patches: 16x16 patches = 256 px at f8
-    encoder_dim: int = 768
-    encoder_depth: int = 12
-    encoder_head_dim: int = 64
-    decoder_dim: int = 768
-    decoder_depth: int = 12
-    decoder_head_dim: int = 64
-    mlp_ratio: float = 4.0
-    num_registers: int = 256
-    fsq_levels: tuple[int, ...] = (8, 8, 8, 5, 5, 5)  # 64,000 ids
-    null_condition: str = "learned"  # "learned" (one vector) or "zero" for the CFG unconditional pass
-    adaln_groups: int = 2  # separate modulation for patches and registers
-    time_frequency_dim: int = 256
-    time_max_period: float = 256.0
-    max_timestep: float = 1.0
-    # Preprocessing and sampling defaults
-    image_size: int = 256
-    decode_steps: int = 25
-    guidance: float = 7.5
-    apg: bool = True
-    apg_momentum: float = -0.5
-    apg_norm_threshold: float = 2.5
-
-    def __post_init__(self):
-        positive = ("latent_channels", "encoder_dim", "encoder_depth", "decoder_dim", "decoder_depth")
-        positive += ("num_registers", "image_size", "decode_steps", "vae_layers_per_block", "time_frequency_dim")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ConfigError(f"FlexTokConfig.{name}={getattr(self, name)} must be >= 1")
-        for prefix in ("encoder", "decoder"):
-            dim, head_dim = getattr(self, f"{prefix}_dim"), getattr(self, f"{prefix}_head_dim")
-            if head_dim < 1 or dim % head_dim:
-                raise ConfigError(f"FlexTokConfig.{prefix}_head_dim={head_dim} must divide {prefix}_dim={dim}")
-            if dim % 4:
-                raise ConfigError(f"FlexTokConfig.{prefix}_dim={dim} must be divisible by 4 (2-D sin-cos table)")
-        if self.null_condition not in ("learned", "zero"):
-            raise ConfigError(f"FlexTokConfig.null_condition={self.null_condition!r} must be 'learned' or 'zero'")
-        if not self.vae_block_out_channels or any(c % self.vae_norm_num_groups for c in self.vae_block_out_channels):
-            raise ConfigError(
-                f"FlexTokConfig.vae_block_out_channels={self.vae_block_out_channels} must be non-empty multiples "
-                f"of vae_norm_num_groups={self.vae_norm_num_groups}"
-            )
-        if len(self.patch_size) != 2 or min(self.patch_size) < 1:
-            raise ConfigError(f"FlexTokConfig.patch_size={self.patch_size} must be two positive ints")
-        if len(self.fsq_levels) < 1 or min(self.fsq_levels) < 2:
-            raise ConfigError(f"FlexTokConfig.fsq_levels={self.fsq_levels} must be integers >= 2")
-        if self.vae_scaling_factor <= 0:
-            raise ConfigError(f"FlexTokConfig.vae_scaling_factor={self.vae_scaling_factor} must be > 0")
-
-    @property
-    def vae_downsample(self) -> int:
-        return 2 ** (len(self.vae_block_out_channels) - 1)
-
-    @property
-    def pixels_per_patch(self) -> tuple[int, int]:
-        return (self.vae_downsample * self.patch_size[0], self.vae_downsample * self.patch_size[1])
 
 
 def build_vae(config: FlexTokConfig) -> nn.Module:
@@ -271,101 +199,71 @@ class AdaptiveProjectedGuidance:
 GuidanceArg = float | Callable[[float], float]
 
 
-class FlexTok(ZooModel):
+class FlexTok(ImageTokenizer):
     """FlexTok image tokenizer: ``encode(images) -> Tokens`` (ids (B, R)), ``decode(tokens) -> images``."""
 
     arch: ClassVar[str] = "flextok"
-    modality: ClassVar[str] = "image"
     config_class: ClassVar[type] = FlexTokConfig
+    supports_decode: ClassVar[bool] = True
+    supports_training: ClassVar[bool] = True
 
-    def __init__(self, config: FlexTokConfig):
+    def __init__(self, config: FlexTokConfig, *, device=None, dtype=None):
         super().__init__(config)
-        self.vae = build_vae(config)
-        self.encoder = FlexTokEncoder(config)
-        self.decoder = FlexTokDecoder(config)
-        self.fsq = FSQ(config.fsq_levels)  # default bound_scale 1 + 1e-3 is upstream's
-        self.use_bf16 = True  # bf16 autocast on accelerators; set False for float32 everywhere
+        with self.building(device, dtype):
+            self.vae = build_vae(config)
+            self.encoder = FlexTokEncoder(config)
+            self.decoder = FlexTokDecoder(config)
+            self.fsq = FSQ(config.fsq_levels)  # default bound_scale 1 + 1e-3 is upstream's
 
     # ---- loading ---------------------------------------------------------------------------------
     @classmethod
-    def from_folder(cls, folder: Path, source: str | None = None, revision: str | None = None) -> FlexTok:
+    def from_folder(cls, folder: Path, source=None, revision=None, *, device=None, dtype=None) -> FlexTok:
         """A zoo folder (config.json names ``arch``) or an upstream Hub folder (``_target_`` config).
 
-        Upstream folders are parsed through the allowlist in ``convert.py``, never instantiated.
+        Upstream folders are parsed through the allowlist in ``vision.flextok.upstream``, never instantiated.
         """
-        from vision.flextok.convert import is_upstream_folder, load_upstream_folder
-
         folder = Path(folder)
         if is_upstream_folder(folder):
-            return load_upstream_folder(folder, source=source or str(folder), revision=revision)
-        return super().from_folder(folder, source=source, revision=revision)
+            config = upstream_config_from_folder(folder)
+            where = source or str(folder)
+            return cls.from_upstream(folder / "model.safetensors", config, where, revision, device=device, dtype=dtype)
+        return super().from_folder(folder, source=source, revision=revision, device=device, dtype=dtype)
 
-    # ---- preprocessing ---------------------------------------------------------------------------
-    def preprocess(self, raw: Any) -> Tensor:
-        """Paths, PIL images or HWC uint8 arrays (one or a sequence) -> (B, 3, S, S) in [-1, 1].
+    @classmethod
+    def from_upstream(
+        cls,
+        weights: Path,
+        config: Mapping[str, Any] | None = None,
+        source: str | None = None,
+        revision: str | None = None,
+        *,
+        device=None,
+        dtype=None,
+    ) -> FlexTok:
+        """Our model from an upstream safetensors file: its config (``config``, else the file's metadata)
+        checked by ``parse_upstream_config``, its weights renamed by ``convert_state_dict`` and loaded strictly."""
+        from safetensors import safe_open
 
-        As upstream: RGB, resize the shorter side to ``image_size`` (bilinear, antialiased), centre
-        crop, scale to [-1, 1]. A tensor passes through unchanged (it must already be a batch).
-        """
-        import numpy as np
-        from PIL import Image
-
-        if isinstance(raw, Tensor):
-            return raw
-        items = list(raw) if isinstance(raw, (list, tuple)) else [raw]
-        if not items:
-            raise InputError("no images given")
-        size = self.config.image_size
-        batch = []
-        for item in items:
-            if isinstance(item, (str, os.PathLike)):
-                path = Path(item)
-                if not path.is_file():
-                    raise InputError(f"image file not found: {path}")
-                try:
-                    with Image.open(path) as im:
-                        image = im.convert("RGB")
-                except Exception as err:
-                    raise InputError(f"cannot read {path} as an image ({err})") from err
-            elif isinstance(item, Image.Image):
-                image = item.convert("RGB")
-            elif isinstance(item, np.ndarray):
-                if item.dtype != np.uint8 or item.ndim != 3 or item.shape[2] != 3:
-                    raise InputError(f"numpy images must be HxWx3 uint8, got {item.dtype} {item.shape}")
-                image = Image.fromarray(item)
-            else:
-                raise InputError(f"cannot read an image from {type(item).__name__}")
-            batch.append(resize_center_crop(image, size))
-        return torch.stack(batch)
-
-    def sample_inputs(self) -> list[str]:
-        """The bundled demo images (paths), for zoo.batch and the demo app."""
-        return [str(p) for p in sorted((Path(__file__).resolve().parent / "samples").glob("*.png"))]
-
-    def postprocess(self, images: Tensor) -> list:
-        """(B, 3, H, W) in [-1, 1] -> list of PIL images."""
-        from PIL import Image
-
-        pixels = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-        return [Image.fromarray(p.permute(1, 2, 0).cpu().numpy()) for p in pixels]
+        weights = Path(weights)
+        if not weights.is_file():
+            raise ModelFileNotFoundError(source or str(weights.parent), weights.name, revision)
+        if config is None:
+            config = read_upstream_metadata(weights)
+        with safe_open(str(weights), framework="pt") as f:
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys() if k.startswith("vae.vae.")}
+        model = cls.empty(parse_upstream_config(config, shapes))
+        state = convert_state_dict(read_safetensors(weights, source, device=device))
+        load_state_dict_strict(model, state, weights.name, source, dtype=dtype)
+        return model.eval()
 
     def check_images(self, images: Tensor) -> Tensor:
-        check_float_tensor(images, "images", dims=4)
-        b, c, h, w = images.shape
-        if c != 3:
-            raise InputError(f"images must have 3 channels (B, 3, H, W), got {c} (shape {tuple(images.shape)})")
+        check_image_batch(images, self.config.pixels_per_patch)
         ph, pw = self.config.pixels_per_patch
-        if h < ph or w < pw or h % ph or w % pw:
-            raise InputError(f"image size {h}x{w} must be a positive multiple of {ph}x{pw} (VAE factor x patch)")
         gh, gw = self.config.posemb_grid
+        h, w = images.shape[-2:]
         if h // ph > gh or w // pw > gw:
             raise InputError(
                 f"image size {h}x{w} exceeds the positional table of {gh * ph}x{gw * pw} pixels this model covers"
-            )
-        lo, hi = float(images.min()), float(images.max())
-        if lo < -1.001 or hi > 1.001:
-            raise InputError(
-                f"images must lie in [-1, 1], got values in [{lo:.3g}, {hi:.3g}] (use preprocess() for 0..255 data)"
             )
         return images
 
@@ -382,17 +280,21 @@ class FlexTok(ZooModel):
             z = (latents.float() / self.config.vae_scaling_factor).to(self.vae.dtype)
             return self.vae.decode(z.contiguous()).sample.float()
 
-    def tokenize_latents(self, latents: Tensor) -> tuple[Tensor, Tensor]:
+    def tokenize_latents(self, latents: Tensor, autocast_dtype: str | None = None) -> tuple[Tensor, Tensor]:
         """Scaled latents -> (FSQ codes (B, R, L), ids (B, R) int64)."""
-        with self.autocast(latents.device):
+        with self.autocast(latents.device, autocast_dtype):
             pre = self.encoder(latents)
         return self.fsq.quantize(pre.float())
 
     @inference
-    def encode(self, images: Any, k: int | Sequence[int] | Tensor | None = None) -> Tokens:
-        """Images -> Tokens with ids (B, R); ``k`` (int or one per image) keeps the first k via the mask."""
+    def encode(
+        self, images: Any, k: int | Sequence[int] | Tensor | None = None, autocast_dtype: str | None = None
+    ) -> Tokens:
+        """Images -> Tokens with ids (B, R); ``k`` (int or one per image) keeps the first k via the mask.
+
+        ``autocast_dtype`` overrides ``config.autocast_dtype`` for this call (accelerators only)."""
         images = self.check_images(self.preprocess(images).to(self.device))
-        _, ids = self.tokenize_latents(self.vae_encode(images))
+        _, ids = self.tokenize_latents(self.vae_encode(images), autocast_dtype)
         b, r = ids.shape
         keep = self._keep_counts(k, b, r, ids.device)
         mask = torch.arange(r, device=ids.device)[None, :] < keep[:, None]
@@ -412,15 +314,21 @@ class FlexTok(ZooModel):
         return keep.clone()
 
     # ---- decode ----------------------------------------------------------------------------------
-    def velocity(self, x: Tensor, t: Tensor, codes: Tensor, keep: Tensor, uncond: Tensor) -> Tensor:
-        with self.autocast(x.device):
+    def velocity(
+        self, x: Tensor, t: Tensor, codes: Tensor, keep: Tensor, uncond: Tensor, autocast_dtype: str | None = None
+    ) -> Tensor:
+        with self.autocast(x.device, autocast_dtype):
             return self.decoder(x, t, codes, keep, uncond).float()
 
-    def autocast(self, device: torch.device):
-        """bf16 autocast for the token transformers on accelerators; plain float32 on CPU (and for
-        the VAE, FSQ rounding and the Euler update, which run outside it)."""
-        enabled = self.use_bf16 and device.type != "cpu"
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+    def autocast(self, device: torch.device, autocast_dtype: str | None = None):
+        """Autocast for the token transformers on accelerators, in ``autocast_dtype`` (default
+        ``config.autocast_dtype``; "float32" turns it off); plain float32 on CPU, and for the VAE, FSQ
+        rounding and the Euler update, which run outside it."""
+        name = autocast_dtype or self.config.autocast_dtype
+        if name not in AUTOCAST_DTYPES:
+            raise InputError(f"autocast_dtype={name!r} must be one of {', '.join(AUTOCAST_DTYPES)}")
+        enabled = name != "float32" and device.type != "cpu"
+        return torch.autocast(device_type=device.type, dtype=getattr(torch, name), enabled=enabled)
 
     def sample_latents(
         self,
@@ -430,6 +338,7 @@ class FlexTok(ZooModel):
         steps: int,
         guidance: GuidanceArg = 1.0,
         apg: bool = False,
+        autocast_dtype: str | None = None,
     ) -> Tensor:
         """Euler on t = i/steps for i = steps..1: x <- x - v(x, t)/steps, from ``noise`` to latents.
 
@@ -449,12 +358,12 @@ class FlexTok(ZooModel):
             t = i / steps
             if use_cfg:
                 t2 = torch.full((2 * b,), t, dtype=torch.float32, device=x.device)
-                cond, uncond = self.velocity(torch.cat([x, x]), t2, codes2, keep2, uncond2).chunk(2)
+                cond, uncond = self.velocity(torch.cat([x, x]), t2, codes2, keep2, uncond2, autocast_dtype).chunk(2)
                 scale = guidance(t) if callable(guidance) else guidance
                 v = apg_state(cond, uncond, scale) if apg else uncond + scale * (cond - uncond)
             else:
                 tb = torch.full((b,), t, dtype=torch.float32, device=x.device)
-                v = self.velocity(x, tb, codes, keep, no_uncond)
+                v = self.velocity(x, tb, codes, keep, no_uncond, autocast_dtype)
             x = x - dt * v.float()
         return x
 
@@ -500,12 +409,14 @@ class FlexTok(ZooModel):
         noise: str | Tensor = "per_image",
         image_size: tuple[int, int] | None = None,
         return_latents: bool = False,
+        autocast_dtype: str | None = None,
     ):
         """Tokens (ids (B, N), mask = kept prefix) -> images (B, 3, H, W) in about [-1, 1].
 
         steps/guidance/apg default to the config's. ``guidance`` may be a function of t (a per-step
         schedule). ``noise``: "per_image" (default), "upstream" or a (B, C, h, w) tensor to inject.
         The kept count of each image is its mask's length; the mask must be a prefix.
+        ``autocast_dtype`` overrides ``config.autocast_dtype`` for this call (accelerators only).
         """
         ids, keep = self._check_tokens(tokens)
         steps = self.config.decode_steps if steps is None else int(steps)
@@ -531,7 +442,7 @@ class FlexTok(ZooModel):
         else:
             x0 = self.draw_noise(ids, keep, latent_hw, seed, noise)
         codes = self.fsq.ids_to_codes(ids.to(device))
-        latents = self.sample_latents(codes, keep.to(device), x0.to(device), steps, guidance, apg)
+        latents = self.sample_latents(codes, keep.to(device), x0.to(device), steps, guidance, apg, autocast_dtype)
         images = self.vae_decode(latents)
         return (images, latents) if return_latents else images
 
@@ -580,15 +491,6 @@ class FlexTok(ZooModel):
         x_t = sigma[:, None, None, None] * noise + (1 - sigma[:, None, None, None]) * latents
         v = self.decoder(x_t, sigma, codes, keep, uncond)
         return torch.mean((v.float() - (noise - latents)) ** 2)
-
-
-def resize_center_crop(image, size: int) -> Tensor:
-    """PIL RGB -> (3, size, size) in [-1, 1]: shorter side to ``size`` (bilinear, antialias), centre crop."""
-    import torchvision.transforms.functional as TF
-
-    image = TF.resize(image, size, interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
-    image = TF.center_crop(image, [size, size])
-    return TF.to_tensor(image) * 2 - 1
 
 
 def count_image_tokens_bits(config: FlexTokConfig) -> float:

@@ -9,15 +9,16 @@ mode, one C-dim embedding per latent pixel, row-major: embeddings (B, h*w, C).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from torch import Tensor
 
-from zoo.api import Tokens, ZooModel, check_float_tensor, inference
+from vision.base import ImageTokenizer, check_image_batch
+from zoo.api import Tokens, inference
 from zoo.errors import ConfigError, InputError, ModelFileNotFoundError
+from zoo.hub import load_state_dict_strict, read_config, read_safetensors
 
 DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.safetensors"
 
@@ -95,57 +96,42 @@ def config_from_diffusers(data: dict[str, Any], where: str) -> FlexTokVAEConfig:
     )
 
 
-class FlexTokVAE(ZooModel):
+class FlexTokVAE(ImageTokenizer):
     """``encode(images) -> Tokens(embeddings=(B, h*w, C))``; ``decode(tokens) -> images (B, 3, H, W)``."""
 
     arch: ClassVar[str] = "flextok-vae"
-    modality: ClassVar[str] = "image"
     config_class: ClassVar[type] = FlexTokVAEConfig
     hub_files: ClassVar[tuple[str, ...]] = ("config.json", DIFFUSERS_WEIGHTS)
+    supports_decode: ClassVar[bool] = True
 
-    def __init__(self, config: FlexTokVAEConfig):
+    def __init__(self, config: FlexTokVAEConfig, *, device=None, dtype=None):
         super().__init__(config)
-        self.vae = autoencoder_kl(
-            config.block_out_channels, config.layers_per_block, config.latent_channels, config.norm_num_groups
-        )
+        with self.building(device, dtype):
+            self.vae = autoencoder_kl(
+                config.block_out_channels, config.layers_per_block, config.latent_channels, config.norm_num_groups
+            )
 
     @classmethod
-    def from_folder(cls, folder: Path, source: str | None = None, revision: str | None = None) -> FlexTokVAE:
+    def from_folder(cls, folder: Path, source=None, revision=None, *, device=None, dtype=None) -> FlexTokVAE:
         """A zoo folder, or a diffusers folder as EPFL-VILAB publishes it (loaded strictly, no renames
         beyond the ``vae.`` prefix)."""
-        from zoo.hub import load_state_dict_strict, read_safetensors
-
         folder = Path(folder)
         config_path = folder / "config.json"
         if not config_path.is_file():
             raise ModelFileNotFoundError(source or str(folder), "config.json", revision)
-        data = json.loads(config_path.read_text())
+        data = read_config(config_path, source)
         if "arch" in data:
-            return super().from_folder(folder, source=source, revision=revision)
-        model = cls(config_from_diffusers(data, str(config_path)))
+            return super().from_folder(folder, source=source, revision=revision, device=device, dtype=dtype)
+        model = cls.empty(config_from_diffusers(data, str(config_path)))
         weights = folder / DIFFUSERS_WEIGHTS
         if not weights.is_file():
             raise ModelFileNotFoundError(source or str(folder), DIFFUSERS_WEIGHTS, revision)
-        state = {f"vae.{k}": v for k, v in read_safetensors(weights, source).items()}
-        load_state_dict_strict(model, state, DIFFUSERS_WEIGHTS, source)
+        state = {f"vae.{k}": v for k, v in read_safetensors(weights, source, device=device).items()}
+        load_state_dict_strict(model, state, DIFFUSERS_WEIGHTS, source, dtype=dtype)
         return model.eval()
 
-    def preprocess(self, raw: Any) -> Tensor:
-        from vision.flextok.model import FlexTok
-
-        return FlexTok.preprocess(self, raw)  # same pipeline: resize, centre crop, [-1, 1]
-
     def check_images(self, images: Tensor) -> Tensor:
-        check_float_tensor(images, "images", dims=4)
-        _, c, h, w = images.shape
-        f = self.config.downsample
-        if c != 3:
-            raise InputError(f"images must have 3 channels (B, 3, H, W), got {c}")
-        if h < f or w < f or h % f or w % f:
-            raise InputError(f"image size {h}x{w} must be a positive multiple of {f}")
-        if float(images.min()) < -1.001 or float(images.max()) > 1.001:
-            raise InputError("images must lie in [-1, 1] (use preprocess() for 0..255 data)")
-        return images
+        return check_image_batch(images, (self.config.downsample, self.config.downsample))
 
     @inference
     def encode(self, images: Any) -> Tokens:

@@ -35,9 +35,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from audio.s3tokenizer import VARIANTS, S3Tokenizer, S3TokenizerConfig
+from audio.s3tokenizer.model import VARIANTS, S3Tokenizer, S3TokenizerConfig
 from zoo.errors import CheckpointMismatchError, ConfigError, CorruptFileError, InputError
-from zoo.hub import sha256_file
+from zoo.files import sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -292,7 +292,7 @@ def convert_checkpoint(arch: str, src: Path, out: Path, **options: Any) -> Path:
     """
     src, out = Path(src), Path(out)
     if not arch.startswith("s3tokenizer"):
-        raise ConfigError(f"audio.convert handles arch 's3tokenizer[-variant]', not {arch!r}")
+        raise ConfigError(f"audio.s3tokenizer.convert handles arch 's3tokenizer[-variant]', not {arch!r}")
     unknown = sorted(set(options) - {"variant", "n_audio_head", "name"})
     if unknown:
         raise ConfigError(f"unknown convert options for s3tokenizer: {', '.join(unknown)}")
@@ -322,7 +322,7 @@ def convert_checkpoint(arch: str, src: Path, out: Path, **options: Any) -> Path:
         license="apache-2.0",
         summary=f"S3Tokenizer {variant} ({model.token_rate} tokens/s, {model.codebook_size} ids), converted here.",
         upstream_repo="xingchensong/S3Tokenizer",
-        weights=f"Converted from {src.name} (sha256 {digest}) by audio.convert (variant {variant}).",
+        weights=f"Converted from {src.name} (sha256 {digest}) by audio.s3tokenizer.convert (variant {variant}).",
         source_sha256=digest,
     )
     model.save_pretrained(out, card=card)

@@ -1,4 +1,4 @@
-"""Pieces of the tiny S3-style tokenizer trained here (see audio/train_tiny.py and hub_cards/s3tokenizer-tiny).
+"""Pieces of the tiny S3-style tokenizer trained here (see train_tiny.py and hub_cards/s3tokenizer-tiny).
 
 S3Tokenizer is *supervised*: its tokens are trained to carry what an ASR head needs. The tiny
 model reproduces that recipe at toy scale: the S3 encoder + FSQ (3^8 ids at 25 per second), then a

@@ -1,13 +1,13 @@
 """Side by side: the same inputs through several models of one modality, one table.
 
-``tokenzoo compare MODEL... --inputs FILES`` (or ``zoo.compare.compare``) loads each model, reads
-every input with the model's own ``load_item`` (hooks in :mod:`zoo.batch`), and reports per model:
+``tokenzoo compare MODEL... --inputs FILES`` (or ``zoo.tools.compare.compare``) loads each model, reads
+every input with the model's own ``load_item`` (the hooks ``zoo.api.ZooModel`` declares), and reports per model:
 
 - tokens per item (mean valid tokens),
 - bits per unit: tokens * log2(K) / input size, in the family's unit (byte, pixel, second, frame, voxel),
 - codebook usage (fraction of the K ids seen) and perplexity (effective number of ids),
 - reconstruction quality, with its protocol (``reconstruction_quality`` hook: PSNR, MPJPE, exact
-  round trips...), where the model decodes,
+  round trips...), where the model ``supports_decode``,
 - encode and decode time per item (after one warm-up batch; wall clock on the model's device),
 - modality extras from the ``compare_metrics(items, token_batches) -> dict`` hook (fertility for text).
 
@@ -29,9 +29,10 @@ from typing import Any
 
 import torch
 
-from zoo import batch as hooks
 from zoo.api import Tokens, ZooModel
-from zoo.errors import ConfigError, InputError, NotSupportedError
+from zoo.errors import ConfigError, InputError
+from zoo.tools.inputs import resolve_inputs
+from zoo.tools.options import add_model_options, model_options
 
 logger = logging.getLogger(__name__)
 
@@ -52,21 +53,9 @@ def token_statistics(valid_ids: torch.Tensor, codebook_size: int | None, units: 
     return stats
 
 
-def extra_metrics(model: ZooModel, items: list[Any], token_batches: list[Tokens]) -> dict[str, float]:
-    """Modality-specific columns: the model's ``compare_metrics`` hook, else fertility for text."""
-    if hasattr(model, "compare_metrics"):
-        return dict(model.compare_metrics(items, token_batches))
-    if model.modality == "text" and all(isinstance(item, str) for item in items):
-        from zoo.metrics.text import count_words
-
-        words = sum(count_words(item) for item in items)
-        tokens = sum(int(t.mask.sum()) for t in token_batches)
-        return {"fertility": tokens / words} if words else {}
-    return {}
-
-
 def units_from_meta(token_batches: list[Tokens]) -> tuple[float, str] | None:
-    """Input size from what encode recorded: seconds of audio or pixels of images, else None."""
+    """Input size from what encode recorded (the meta keys ``zoo.api`` documents): seconds from
+    ``num_samples`` + ``sample_rate``, pixels from ``image_size``; else None."""
     total, unit = 0.0, None
     for tokens in token_batches:
         meta = tokens.meta
@@ -88,7 +77,7 @@ def _sync(model: ZooModel) -> None:
 def compare_one(model: ZooModel, name: str, items: list[Any], batch_size: int = 8) -> dict[str, Any]:
     """One row of the table: ``model`` on ``items`` (raw items its hooks understand)."""
     batches = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
-    collated = [hooks.collate(model, chunk) for chunk in batches]
+    collated = [model.collate(chunk) for chunk in batches]
     model.encode(collated[0])  # warm-up: first-call allocations and lazy imports do not count
     _sync(model)
     start = time.perf_counter()
@@ -99,12 +88,12 @@ def compare_one(model: ZooModel, name: str, items: list[Any], batch_size: int = 
     lengths = torch.cat([t.lengths.cpu() for t in token_batches])
     discrete = all(t.ids is not None for t in token_batches)
     valid_ids = torch.cat([t.ids[t.mask].cpu() for t in token_batches]) if discrete else torch.empty(0)
-    sizes = [hooks.input_units(model, item) for item in items]
+    sizes = [model.input_units(item) for item in items]
     units = sum(s[0] for s in sizes) if sizes and all(s is not None for s in sizes) else None
     unit = sizes[0][1] if units else None
     if units is None and (from_meta := units_from_meta(token_batches)) is not None:
         units, unit = from_meta
-    codebook = hooks.codebook_size(model, token_batches[0])
+    codebook = model.codebook_size if discrete else None
     row: dict[str, Any] = {
         "model": name,
         "arch": model.arch,
@@ -116,45 +105,16 @@ def compare_one(model: ZooModel, name: str, items: list[Any], batch_size: int = 
         "encode_ms_per_item": 1000 * encode_seconds / len(items),
         "decode_ms_per_item": None,
         "quality": None,
-        "extra": extra_metrics(model, items, token_batches),
+        "extra": dict(model.compare_metrics(items, token_batches)),
     }
-    try:
+    if model.supports_decode:
         _sync(model)
         start = time.perf_counter()
-        if hasattr(model, "reconstruct"):
-            decoded = None
-            reconstructions = [r for b, t in zip(collated, token_batches) for r in hooks.reconstruct(model, b, t)]
-        else:  # decode once; keep the raw output for the default image quality
-            decoded = [model.decode(tokens) for tokens in token_batches]
-            reconstructions = [r for output in decoded for r in model.postprocess(output)]
+        reconstructions = [r for b, t in zip(collated, token_batches) for r in model.reconstruct(b, t)]
         _sync(model)
         row["decode_ms_per_item"] = 1000 * (time.perf_counter() - start) / len(items)
-        if hasattr(model, "reconstruction_quality") or decoded is None or model.modality != "image":
-            row["quality"] = hooks.reconstruction_quality(model, items, reconstructions)
-        else:
-            row["quality"] = image_quality(collated, decoded)
-    except NotSupportedError as err:
-        logger.info("%s does not decode: %s", name, err)
+        row["quality"] = model.reconstruction_quality(items, reconstructions)
     return row
-
-
-def image_quality(batches: list[Any], decoded: list[Any]) -> dict[str, Any] | None:
-    """Default image quality: PSNR of decode(encode(x)) against the preprocessed input x in [-1, 1]."""
-    try:
-        from zoo.metrics.image import psnr
-    except ImportError:
-        return None
-    values = []
-    for x, y in zip(batches, decoded):
-        if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)) or x.shape != y.shape:
-            return None
-        values.append(psnr(y.float().cpu().clamp(-1, 1), x.float().cpu(), data_range=2.0).reshape(-1))
-    return {
-        "name": "PSNR dB",
-        "value": float(torch.cat(values).mean()),
-        "protocol": "PSNR of decode(encode(x)) vs the preprocessed input x (range [-1, 1], data_range 2), "
-        "mean over images, default decode settings",
-    }
 
 
 def compare(
@@ -163,16 +123,23 @@ def compare(
     *,
     batch_size: int = 8,
     device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    revision: str | None = None,
+    local_files_only: bool = False,
 ) -> dict[str, Any]:
-    """The comparison table of ``models`` (all of one modality) on ``inputs`` (files) or sample inputs."""
+    """The comparison table of ``models`` (all of one modality) on ``inputs`` (files) or sample inputs;
+    ``device``, ``dtype``, ``revision`` and ``local_files_only`` are ``zoo.load``'s, for every model
+    named by a string."""
     import zoo
 
     if not models:
         raise ConfigError("compare needs at least one model")
     loaded: list[tuple[str, ZooModel]] = []
     for spec in models:
-        model = spec if isinstance(spec, ZooModel) else zoo.load(spec, device=device)
-        loaded.append((hooks.model_identity(spec)[0] if not isinstance(spec, ZooModel) else model.arch, model.eval()))
+        if not isinstance(spec, ZooModel):
+            spec = zoo.load(spec, device=device, dtype=dtype, revision=revision, local_files_only=local_files_only)
+        model = spec
+        loaded.append((model.name or model.arch, model.eval()))
     modalities = sorted({m.modality for _, m in loaded})
     if len(modalities) > 1:
         raise ConfigError(
@@ -181,16 +148,18 @@ def compare(
         )
     if inputs is None:
         paths = None
-        shared_items = hooks.sample_inputs(loaded[0][1])
+        shared_items = loaded[0][1].sample_inputs()
+        if not shared_items:
+            raise ConfigError(f"{loaded[0][0]} has no sample inputs to compare on; give inputs (--inputs FILES)")
     else:
-        paths = hooks.resolve_inputs(inputs)
+        paths = resolve_inputs(inputs)
     rows = []
     for name, model in loaded:
         if paths is None:
             items = shared_items
         else:
             try:
-                items = [hooks.load_item(model, p) for p in paths]
+                items = [model.load_item(p) for p in paths]
             except Exception as err:
                 raise InputError(f"{name} cannot read the inputs: {err}") from err
         rows.append(compare_one(model, name, items, batch_size=batch_size))
@@ -255,14 +224,14 @@ def add_cli(subparsers) -> None:
     p.add_argument("models", nargs="+", help="registered names, hf-hub:org/repo@rev, or model folders")
     p.add_argument("--inputs", nargs="+", default=None, help="files, folders, globs or @list files")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--device", default=None)
+    add_model_options(p)
     p.add_argument("--json", default=None, help="also write the table as JSON here")
     p.add_argument("--markdown", default=None, help="also write the Markdown table here")
     p.set_defaults(func=_cli)
 
 
 def _cli(args: argparse.Namespace) -> int:
-    table = compare(args.models, args.inputs, batch_size=args.batch_size, device=args.device)
+    table = compare(args.models, args.inputs, batch_size=args.batch_size, **model_options(args))
     markdown = to_markdown(table)
     if args.json:
         Path(args.json).write_text(json.dumps(table, indent=1) + "\n")
@@ -273,11 +242,10 @@ def _cli(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m zoo.compare")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_cli(sub)
-    args = parser.parse_args(["compare", *(sys.argv[1:] if argv is None else argv)])
-    return args.func(args)
+    """``python -m zoo.tools.compare ...``."""
+    from zoo.tools.options import module_main
+
+    return module_main("compare", add_cli, argv)
 
 
 if __name__ == "__main__":

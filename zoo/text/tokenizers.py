@@ -35,100 +35,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-import torch
-
-from zoo.api import Tokens, ZooModel, atomic_write, config_from_dict, inference
 from zoo.errors import ConfigError, CorruptFileError, InputError, ModelFileNotFoundError, ZooError
-
-
-def as_text_batch(text: str | Sequence[str]) -> list[str]:
-    """A string or a sequence of strings -> a non-empty list of str; bytes are decoded as UTF-8 or refused."""
-    items = [text] if isinstance(text, (str, bytes)) else list(text)
-    if not items:
-        raise InputError("empty batch: encode needs at least one string")
-    batch = []
-    for i, item in enumerate(items):
-        if isinstance(item, bytes):
-            try:
-                item = item.decode("utf-8")
-            except UnicodeDecodeError as err:
-                raise InputError(
-                    f"text item {i} is bytes that are not valid UTF-8 ({err.reason} at {err.start})"
-                ) from err
-        if not isinstance(item, str):
-            raise InputError(f"text item {i} must be str, got {type(item).__name__}")
-        try:
-            item.encode("utf-8")
-        except UnicodeEncodeError as err:  # a lone surrogate (e.g. from bytes decoded with 'surrogateescape')
-            raise InputError(
-                f"text item {i} has a lone surrogate U+{ord(item[err.start]):04X} at {err.start}, which UTF-8 "
-                "cannot encode"
-            ) from err
-        batch.append(item)
-    return batch
-
-
-def pad_sequences(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad id lists into (B, N) int64 ids and a (B, N) bool mask (N >= 1, so empty strings fit)."""
-    width = max(1, max(len(s) for s in sequences))
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.int64)
-    mask = torch.zeros((len(sequences), width), dtype=torch.bool)
-    for row, seq in enumerate(sequences):
-        ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.int64)
-        mask[row, : len(seq)] = True
-    return ids, mask
-
-
-def unpad(tokens: Tokens) -> list[list[int]]:
-    if tokens.ids is None:
-        raise InputError("text decode needs Tokens with ids")
-    return [row[m].tolist() for row, m in zip(tokens.ids.cpu(), tokens.mask.cpu())]
-
-
-class TextTokenizer(ZooModel):
-    """Shared encode/decode over ``encode_one`` / ``decode_one``; subclasses supply those two."""
-
-    modality = "text"
-    pad_id: int = 0
-
-    def encode_one(self, text: str) -> list[int]:
-        raise NotImplementedError
-
-    def decode_one(self, ids: list[int]) -> str:
-        raise NotImplementedError
-
-    @property
-    def vocab_size(self) -> int:
-        raise NotImplementedError
-
-    def encode_many(self, texts: list[str]) -> list[list[int]]:
-        """Backends with a batch call override this."""
-        return [self.encode_one(t) for t in texts]
-
-    @inference
-    def encode(self, text: str | Sequence[str]) -> Tokens:
-        """A string or list of B strings -> Tokens: ids (B, N) int64 padded with ``pad_id``, mask (B, N)."""
-        ids, mask = pad_sequences(self.encode_many(as_text_batch(text)), self.pad_id)
-        return Tokens(ids=ids, mask=mask, meta={"vocab_size": self.vocab_size})
-
-    def preprocess(self, raw: Any) -> list[str]:
-        """Strings pass through; paths are read as UTF-8 text files (invalid UTF-8 is an error)."""
-        items = [raw] if isinstance(raw, (str, bytes, Path)) else list(raw)
-        for item in items:
-            if isinstance(item, Path) and not item.is_file():
-                raise ModelFileNotFoundError(str(item.parent), item.name, hint="The text file does not exist.")
-        return as_text_batch([item.read_bytes() if isinstance(item, Path) else item for item in items])
-
-    @inference
-    def decode(self, tokens: Tokens) -> list[str]:
-        """Tokens -> B strings (masked-out positions are ignored)."""
-        if not isinstance(tokens, Tokens):
-            raise InputError(f"decode takes zoo.Tokens, got {type(tokens).__name__}")
-        rows = unpad(tokens)
-        for row in rows:
-            if row and (min(row) < 0 or max(row) >= self.vocab_size):
-                raise InputError(f"token ids must lie in [0, {self.vocab_size}), got [{min(row)}, {max(row)}]")
-        return [self.decode_one(row) for row in rows]
+from zoo.files import CONFIG_NAME, WEIGHTS_NAME, atomic_write
+from zoo.hub import load_weights, read_config, save_model_folder
+from zoo.text.base import TextTokenizer
 
 
 @dataclass(frozen=True)
@@ -142,8 +52,8 @@ class ByteTokenizer(TextTokenizer):
     arch = "byte-tokenizer"
     config_class = ByteTokenizerConfig
 
-    def __init__(self, config: ByteTokenizerConfig = ByteTokenizerConfig()):
-        super().__init__(config)
+    def __init__(self, config: ByteTokenizerConfig = ByteTokenizerConfig(), *, device=None, dtype=None):
+        super().__init__(config)  # no tensors: nothing to place
         self.pad_id = config.pad_id
 
     @property
@@ -170,8 +80,8 @@ class FileTokenizer(TextTokenizer):
 
     tokenizer_file: ClassVar[str] = ""
 
-    def __init__(self, config: Any, data: bytes):
-        super().__init__(config)
+    def __init__(self, config: Any, data: bytes, *, device=None, dtype=None):
+        super().__init__(config)  # no tensors: nothing to place
         if not isinstance(data, (bytes, bytearray)) or not data:
             raise ConfigError(f"{type(self).__name__} needs the bytes of its {self.tokenizer_file}")
         self.tokenizer_bytes = bytes(data)
@@ -196,31 +106,23 @@ class FileTokenizer(TextTokenizer):
         return cls(cls.config_class(**config_fields), path.read_bytes())
 
     @classmethod
-    def from_folder(cls, folder: Path, source: str | None = None, revision: str | None = None) -> FileTokenizer:
-        from zoo.hub import load_weights
-
+    def from_folder(cls, folder: Path, source=None, revision=None, *, device=None, dtype=None) -> FileTokenizer:
         folder = Path(folder)
         where = source or str(folder)
-        for name in ("config.json", cls.tokenizer_file):
+        for name in (CONFIG_NAME, cls.tokenizer_file):
             if not (folder / name).is_file():
                 raise ModelFileNotFoundError(where, name, revision)
-        data = json.loads((folder / "config.json").read_text())
-        arch = data.pop("arch", cls.arch)
-        if arch != cls.arch:
-            raise ConfigError(f"{folder / 'config.json'} is for arch {arch!r}, not {cls.arch!r}")
-        config = config_from_dict(cls.config_class, data, str(folder / "config.json"))
+        config = cls.config_from_json(read_config(folder / CONFIG_NAME, where), str(folder / CONFIG_NAME))
         try:
             model = cls(config, (folder / cls.tokenizer_file).read_bytes())
         except ZooError:
             raise
         except Exception as err:  # each backend raises its own error type for a broken file
             raise CorruptFileError(cls.tokenizer_file, f"not a readable tokenizer file ({err})", source=where) from err
-        load_weights(model, folder / "model.safetensors", source=source, revision=revision)
+        load_weights(model, folder / WEIGHTS_NAME, source=source, revision=revision)
         return model.eval()
 
     def save_pretrained(self, folder: str | os.PathLike, card: Any = None) -> Path:
-        from zoo.hub import save_model_folder
-
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write(folder / self.tokenizer_file, lambda tmp: tmp.write_bytes(self.tokenizer_bytes))
@@ -545,25 +447,3 @@ def byte_level_chars() -> dict[int, str]:
     for offset, b in enumerate(b for b in range(256) if b not in table):
         table[b] = chr(256 + offset)
     return table
-
-
-# ---- the bundled multilingual corpus --------------------------------------------------------------
-CORPUS_PATH = Path(__file__).resolve().parent / "text_corpus.json"
-
-
-def load_corpus(split: str = "train") -> dict[str, list[str]]:
-    """The bundled parallel corpus (zoo/text_corpus.json) by language: "train", "held_out" or "all".
-
-    The last ``held_out`` sentences of every language are kept out of training; they are the demo
-    sample and the text the cards' figures are measured on. "emoji" lines are not parallel.
-    """
-    if split not in ("train", "held_out", "all"):
-        raise ConfigError(f"corpus split must be 'train', 'held_out' or 'all', got {split!r}")
-    data = json.loads(CORPUS_PATH.read_text(encoding="utf-8"))
-    k = data["held_out"]
-    pick = {"train": lambda s: s[:-k], "held_out": lambda s: s[-k:], "all": lambda s: s}[split]
-    return {lang: pick(sentences) for lang, sentences in data["sentences"].items()}
-
-
-def parallel_languages() -> list[str]:
-    return json.loads(CORPUS_PATH.read_text(encoding="utf-8"))["parallel"]

@@ -6,7 +6,7 @@ quantised codes, so the ids must carry the words. Speech is synthesised with esp
 voices, rates and pitches) from random sentences over a fixed word list; held-out sentences are
 never trained on. Needs espeak-ng on PATH; the tests and the demo only need the committed outputs.
 
-    flock /tmp/tokenzoo-cpu.lock python -m audio.train_tiny   # the bundled model: 3.4 min, 1628 steps here
+    flock /tmp/tokenzoo-cpu.lock python -m audio.s3tokenizer.train_tiny   # the bundled model: 3.4 min, 1628 steps here
 
 The budget is wall-clock time, so a faster or busier machine takes more or fewer steps (the card records
 how many).
@@ -33,8 +33,8 @@ import torch.nn.functional as F
 
 from audio.features import log_mel_spectrogram
 from audio.io import pad_batch, resample
-from audio.s3tokenizer import S3Tokenizer, S3TokenizerConfig
-from audio.tiny import (
+from audio.s3tokenizer.model import S3Tokenizer, S3TokenizerConfig
+from audio.s3tokenizer.tiny import (
     HEAD_FILE,
     CTCHead,
     bits_per_second,
@@ -47,7 +47,7 @@ from audio.tiny import (
 from zoo.schedule import warmup_cosine
 
 logger = logging.getLogger("train_tiny")
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 WORDS = """the a of to and in is it you that he was for on are with as his they be at one have this from or had by hot
 word but what some we can out other were all there when up use your how said an each she which do their time
@@ -273,7 +273,7 @@ def main() -> None:
         },
     ]
     weights = (
-        f"Trained here by `python -m audio.train_tiny` (seed {args.seed}): {len(train)} espeak-ng clips "
+        f"Trained here by `python -m audio.s3tokenizer.train_tiny` (seed {args.seed}): {len(train)} espeak-ng clips "
         f"({train_seconds / 60:.1f} min of speech; random 3-9 word sentences over a {len(WORDS)}-word list; "
         f"voices {', '.join(VOICES)}; rate 130-190 wpm; pitch 25-75), {step} AdamW steps of batch {args.batch} "
         f"({train_minutes:.1f} min on 2 shared CPU cores), CTC loss on characters from a small head over the FSQ codes "

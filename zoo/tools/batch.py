@@ -1,4 +1,4 @@
-"""Batch inference over many files: ``tokenzoo batch MODEL INPUTS... --out DIR`` and ``zoo.batch.run``.
+"""Batch inference over many files: ``tokenzoo batch MODEL INPUTS... --out DIR`` and ``zoo.tools.batch.run``.
 
 Inputs are files, folders, globs (``'data/**/*.wav'``) or list files (``@list.txt``, one path per
 line). They are cut into shards of ``shard_size`` inputs in the order given; each shard is one unit of
@@ -8,7 +8,7 @@ always complete. Shards are split between the processes ``accelerate launch`` st
 process and two write the same files. ``resume=True`` skips shards already written, so a run killed
 with ``kill -9`` and resumed ends with the files an uninterrupted run writes.
 
-Within a shard, items are sorted by the family's ``batch_key`` (audio length, say) and grouped into
+Within a shard, items are sorted by the model's ``batch_key`` (audio length, say) and grouped into
 batches of at most ``batch_size`` items whose padded size ``max(key) * count`` stays under
 ``max_batch_units``. A batch that fails is retried item by item; an input that still fails is written
 to the shard's errors and to ``errors.jsonl`` and the run goes on.
@@ -17,57 +17,16 @@ One Parquet row per input: ``source`` (the path), ``index`` (its position among 
 (list<int64>, the valid ids; null for continuous tokens), ``embeddings`` (list<list<float32>> for
 continuous tokens, else null), ``length`` (valid tokens), ``meta`` (JSON: that sample's Tokens.meta,
 leaving out per-sample tensors of more than ``MAX_META_VALUES`` values, such as cached activations),
-``model`` and ``revision``. ``manifest.json`` lists the shards, counts and the model.
+``model`` and ``revision`` (the Hub commit sha the model was loaded at; for a local folder the
+sha256 of its weights). ``manifest.json`` lists the shards, counts and the model.
 
-Family hooks
-------------
-The batch runner, ``zoo.finetune``, ``zoo.compare``, the demos and ``bench/gpu_check.py`` reach a
-family only through these optional ``ZooModel`` methods. A family defines the ones whose default
-does not fit; the functions below call the method when the model has it and fall back otherwise.
-
-``load_item(path) -> item``
-    One input file -> one raw item ``preprocess`` understands. Default: UTF-8 text for text models,
-    a numpy array for ``.npy`` files (pose clips, volumes; never pickles), and the path itself for
-    the rest (images, audio: the family's ``preprocess`` reads them).
-``batch_key(item) -> int``
-    Size used to bucket items of similar size into a batch (audio samples, text characters).
-    Default: ``len(item)`` when the item has one; for a path, its file size in bytes (for audio of
-    one format that is the duration); else 0.
-``collate(items) -> batch``
-    A list of raw items -> the batch ``encode`` takes. Default: ``model.preprocess(items)``, as the
-    contract says ``preprocess`` returns what ``encode`` takes; numpy arrays of one shape are stacked
-    into one (B, ...) array first.
-``training_batch(items) -> batch``
-    A list of raw items -> the batch ``training_loss`` takes. Default: ``collate``.
-``evaluate(batch) -> dict[str, float]``
-    Held-out metrics for fine-tuning, lower-is-better first. Default: ``{"loss": training_loss(batch)}``.
-``input_units(item) -> (float, str)``
-    An item's size in its natural unit for bits per unit: ("byte", "pixel", "second", "frame", "voxel").
-    Default: UTF-8 bytes for text; otherwise ``zoo.compare`` reads it from Tokens.meta
-    (``num_samples`` + ``sample_rate`` -> seconds, ``image_size`` -> pixels), else unknown.
-``reconstruct(batch, tokens) -> list[item]`` and ``reconstruction_quality(items, reconstructions) -> dict``
-    For ``zoo.compare``: decode back, and score with ``{"name", "value", "protocol"}``. Defaults:
-    ``postprocess(decode(tokens))``; text scores the fraction of exact round trips, images the PSNR
-    of ``decode(encode(x))`` against the preprocessed ``x``; other modalities report none.
-``compare_metrics(items, token_batches) -> dict[str, float]``
-    Extra columns for ``zoo.compare``. Default: fertility (tokens per word) for text.
-``sample_inputs() -> list[item]``
-    A few raw items for compare, demos, the GPU check and the per-family tests; paths of bundled
-    sample files are best (batch and fine-tuning need files). Default: short sentences for text.
-``codebook_size`` (attribute or property)
-    K for bits per token. Default: ``tokens.meta["codebook_size"|"vocab_size"]``, the model's
-    ``vocab_size``, or the size of its one ``zoo.quant`` FSQ / VectorQuantizer.
-
-The demo tabs (``demos/tabs/``) also use the task verbs ``lift`` (pose) and ``segment`` (EM volumes),
-a ``skeleton_parents`` attribute (pose bones: a parent index per joint, -1 for the root), and the
-``Tokens.meta`` keys ``image_size``, ``num_samples`` + ``sample_rate``, ``kept_frame_indices`` and
-``grid_size``.
+The run reaches the family only through the hooks ``zoo.api.ZooModel`` declares: ``load_item``
+(one file -> one item), ``batch_key`` (bucketing) and ``collate`` (items -> the batch ``encode`` takes).
 """
 
 from __future__ import annotations
 
 import argparse
-import glob
 import hashlib
 import json
 import logging
@@ -79,11 +38,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from zoo.api import Tokens, ZooModel, atomic_write
-from zoo.errors import ConfigError, InputError, NotSupportedError
+from zoo.api import Tokens, ZooModel
+from zoo.errors import ConfigError, InputError
+from zoo.files import WEIGHTS_NAME, atomic_write, sha256_file
+from zoo.tools.inputs import resolve_inputs
+from zoo.tools.options import add_model_options, model_options, process_state
 
 logger = logging.getLogger(__name__)
 
@@ -91,196 +52,9 @@ PLAN_NAME = "plan.json"
 MANIFEST_NAME = "manifest.json"
 ERRORS_NAME = "errors.jsonl"
 FORMAT = "tokenzoo.batch/1"
-SAMPLE_SENTENCES = (
-    "The quick brown fox jumps over the lazy dog.",
-    "Tokenizers turn text, images, speech and poses into ids.",
-    "Grüße aus Zürich — naïve café, 東京, Привет!",
-)
-
-
-# ---- family hooks with their defaults ----------------------------------------------------------
-def load_item(model: ZooModel, path: str | os.PathLike) -> Any:
-    """One input file -> one raw item (the model's ``load_item`` when it has one)."""
-    if hasattr(model, "load_item"):
-        return model.load_item(Path(path))
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
-    if model.modality == "text":
-        try:
-            return path.read_bytes().decode("utf-8")
-        except UnicodeDecodeError as err:
-            raise InputError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from err
-    if path.suffix == ".npy":
-        try:
-            return np.load(path, allow_pickle=False)
-        except ValueError as err:
-            raise InputError(f"{path}: not a plain numpy array file ({err})") from err
-    return path
-
-
-def batch_key(model: ZooModel, item: Any) -> int:
-    """The size items are bucketed by (the model's ``batch_key``, else ``len(item)``, a file's size, or 0)."""
-    if hasattr(model, "batch_key"):
-        return int(model.batch_key(item))
-    if isinstance(item, Path):
-        return item.stat().st_size
-    try:
-        return len(item)
-    except TypeError:
-        return 0
-
-
-def collate(model: ZooModel, items: list[Any]) -> Any:
-    """Raw items -> the batch ``encode`` takes (the model's ``collate``, else ``preprocess(items)``;
-    arrays of one shape are stacked into one (B, ...) array first, which every array-taking
-    ``preprocess`` reads as a batch)."""
-    if hasattr(model, "collate"):
-        return model.collate(items)
-    items = list(items)
-    if items and all(isinstance(x, np.ndarray) for x in items) and len({x.shape for x in items}) == 1:
-        return model.preprocess(np.stack(items))
-    return model.preprocess(items)
-
-
-def training_batch(model: ZooModel, items: list[Any]) -> Any:
-    """Raw items -> the batch ``training_loss`` takes (the model's ``training_batch``, else ``collate``)."""
-    if hasattr(model, "training_batch"):
-        return model.training_batch(items)
-    return collate(model, items)
-
-
-def evaluate(model: ZooModel, batch: Any) -> dict[str, float]:
-    """Held-out metrics of one batch (the model's ``evaluate``, else its training loss)."""
-    if hasattr(model, "evaluate"):
-        return {k: float(v) for k, v in model.evaluate(batch).items()}
-    return {"loss": float(model.training_loss(batch))}
-
-
-def input_units(model: ZooModel, item: Any) -> tuple[float, str] | None:
-    """An item's size in its natural unit, or None when the family does not say."""
-    if hasattr(model, "input_units"):
-        count, unit = model.input_units(item)
-        return float(count), unit
-    if model.modality == "text" and isinstance(item, str):
-        return float(len(item.encode("utf-8"))), "byte"
-    return None
-
-
-def reconstruct(model: ZooModel, batch: Any, tokens: Tokens) -> list[Any]:
-    """Tokens -> raw items again (the model's ``reconstruct``, else ``postprocess(decode(tokens))``)."""
-    if hasattr(model, "reconstruct"):
-        return list(model.reconstruct(batch, tokens))
-    return list(model.postprocess(model.decode(tokens)))
-
-
-def reconstruction_quality(model: ZooModel, items: list[Any], reconstructions: list[Any]) -> dict[str, Any] | None:
-    """``{"name", "value", "protocol"}`` scoring reconstructions against inputs, or None if unknown."""
-    if hasattr(model, "reconstruction_quality"):
-        return dict(model.reconstruction_quality(items, reconstructions))
-    if model.modality == "text":
-        exact = sum(a == b for a, b in zip(items, reconstructions)) / max(1, len(items))
-        return {"name": "exact round trips", "value": exact, "protocol": "decode(encode(text)) == text, per item"}
-    return None
-
-
-def sample_inputs(model: ZooModel) -> list[Any]:
-    """A few raw items to try a model on (the model's ``sample_inputs``; sentences for text)."""
-    if hasattr(model, "sample_inputs"):
-        return list(model.sample_inputs())
-    if model.modality == "text":
-        return list(SAMPLE_SENTENCES)
-    raise NotSupportedError(f"{model.arch} has no sample_inputs hook, so there is nothing to try it on")
-
-
-def codebook_size(model: ZooModel, tokens: Tokens | None = None) -> int | None:
-    """K, the number of distinct ids, or None for continuous tokens or when unknown."""
-    if tokens is not None and tokens.ids is None:
-        return None
-    meta = tokens.meta if tokens is not None else {}
-    for key in ("codebook_size", "vocab_size"):
-        if isinstance(meta.get(key), int):
-            return meta[key]
-    for attr in ("codebook_size", "vocab_size"):
-        value = getattr(model, attr, None)
-        if isinstance(value, int):
-            return value
-    from zoo.quant import FSQ, VectorQuantizer
-
-    sizes = {m.codebook_size for m in model.modules() if isinstance(m, (FSQ, VectorQuantizer))}
-    return sizes.pop() if len(sizes) == 1 else None
-
-
-def bundled_models(modality: str | None = None) -> list[str]:
-    """Registered models whose files are all in hub_cards/ (loadable offline), optionally of one modality.
-
-    Cards of official checkpoints whose weights live on the Hub are left out, as are models whose
-    family cannot be imported here (a missing optional dependency).
-    """
-    from zoo.registry import _card_folders, card_data, get_arch, list_models
-
-    folders = _card_folders()
-    names = []
-    for name in list_models(modality=modality):
-        try:
-            files = get_arch(card_data(name).get("arch", "")).hub_files
-        except (ImportError, KeyError, ConfigError) as err:
-            logger.info("skipping %s: %s", name, err)
-            continue
-        if all((folders[name] / f).is_file() for f in files):
-            names.append(name)
-    return names
-
-
-# ---- inputs ------------------------------------------------------------------------------------
-def resolve_inputs(inputs: Sequence[str | os.PathLike]) -> list[str]:
-    """Files, folders (every file inside, recursively), globs and ``@list`` files -> paths, in order.
-
-    A path that does not exist is kept (it becomes an error record of the run, not a crash); a glob
-    that matches nothing is an InputError, as it is almost always a typo.
-    """
-    if isinstance(inputs, (str, os.PathLike)):
-        inputs = [inputs]
-    found: list[str] = []
-    for entry in inputs:
-        text = os.fspath(entry)
-        if text.startswith("@"):
-            list_file = Path(text[1:])
-            if not list_file.is_file():
-                raise InputError(f"list file {list_file} does not exist")
-            lines = [ln.strip() for ln in list_file.read_text(encoding="utf-8").splitlines()]
-            for line in lines:
-                if line and not line.startswith("#"):
-                    path = Path(line) if Path(line).is_absolute() else list_file.parent / line
-                    found.append(os.fspath(path))
-        elif Path(text).is_dir():
-            found.extend(
-                os.fspath(p)
-                for p in sorted(Path(text).rglob("*"))
-                if p.is_file() and not any(part.startswith(".") for part in p.relative_to(text).parts)
-            )
-        elif not Path(text).exists() and glob.has_magic(text):
-            matches = sorted(p for p in glob.glob(text, recursive=True) if Path(p).is_file())
-            if not matches:
-                raise InputError(f"the pattern {text!r} matches no files")
-            found.extend(matches)
-        else:
-            found.append(text)
-    unique = list(dict.fromkeys(found))
-    if not unique:
-        raise InputError("no inputs: give files, folders, globs or @list files")
-    return unique
 
 
 # ---- model identity ----------------------------------------------------------------------------
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return "sha256:" + digest.hexdigest()[:16]
-
-
 def _state_digest(model: torch.nn.Module) -> str:
     digest = hashlib.sha256()
     for key, value in sorted(model.state_dict().items()):
@@ -289,21 +63,17 @@ def _state_digest(model: torch.nn.Module) -> str:
     return "sha256:" + digest.hexdigest()[:16]
 
 
-def model_identity(spec: str | os.PathLike | ZooModel, revision: str | None = None) -> tuple[str, str]:
-    """(name, revision) to stamp on every row: the card's pinned revision, else a hash of the weights."""
-    from zoo.registry import _card_folders, card_data, parse_source
-
-    if isinstance(spec, ZooModel):
-        return getattr(spec, "name", None) or spec.arch, revision or _state_digest(spec)
-    kind, where, pinned = parse_source(spec, revision)
-    if kind == "hub":
-        return os.fspath(spec), pinned or "main"
-    folder = _card_folders()[where] if kind == "name" else Path(where)
-    if kind == "name" and not (folder / "model.safetensors").is_file():
-        return where, revision or card_data(where).get("revision") or "main"
-    weights = folder / "model.safetensors"
-    name = where if kind == "name" else Path(where).resolve().name
-    return name, revision or (_file_digest(weights) if weights.is_file() else "unknown")
+def model_identity(model: ZooModel) -> tuple[str, str]:
+    """(name, revision) to stamp on every row: the name the model was loaded by, and the Hub commit sha it
+    was loaded at; for a local folder the sha256 of its weights file, for a model built in memory a hash
+    of its state."""
+    name = model.name or model.arch
+    if model.revision:
+        return name, model.revision
+    weights = Path(model.source) / WEIGHTS_NAME if model.source else None
+    if weights is not None and weights.is_file():
+        return name, "sha256:" + sha256_file(weights)[:16]
+    return name, _state_digest(model)
 
 
 # ---- shards ------------------------------------------------------------------------------------
@@ -389,7 +159,7 @@ class _Job:
 
 
 def _encode_rows(job: _Job, items: list[Any]) -> list[dict[str, Any]]:
-    tokens = job.model.encode(collate(job.model, items), **job.encode_kwargs)
+    tokens = job.model.encode(job.model.collate(items), **job.encode_kwargs)
     rows = token_rows(tokens)
     if len(rows) != len(items):
         raise InputError(f"{job.model.arch} returned {len(rows)} token rows for {len(items)} inputs")
@@ -409,11 +179,11 @@ def _run_shard(job: _Job, shard: list[tuple[int, str]], out_path: Path, progress
     errors: list[dict[str, Any]] = []
     for index, source in shard:
         try:
-            loaded.append((index, source, load_item(job.model, source)))
+            loaded.append((index, source, job.model.load_item(source)))
         except Exception as err:  # a bad input must not stop the run
             errors.append(_error(source, index, "load", err))
             progress.update(1)
-    keys = [batch_key(job.model, item) for _, _, item in loaded]
+    keys = [int(job.model.batch_key(item)) for _, _, item in loaded]
     rows: dict[int, dict[str, Any]] = {}
     for positions in plan_batches(keys, job.batch_size, job.max_batch_units):
         members = [loaded[p] for p in positions]
@@ -439,18 +209,6 @@ def _run_shard(job: _Job, shard: list[tuple[int, str]], out_path: Path, progress
 
 
 # ---- the run -----------------------------------------------------------------------------------
-def process_state(cpu: bool = False):
-    """accelerate's PartialState, on CPU processes when asked, when ACCELERATE_USE_CPU=1, or without CUDA.
-
-    PartialState alone ignores ACCELERATE_USE_CPU (only Accelerator reads it), and on a machine
-    without CUDA it would then not join the processes ``accelerate launch --multi_gpu`` started.
-    """
-    from accelerate import PartialState
-    from accelerate.utils import parse_flag_from_env
-
-    return PartialState(cpu=cpu or parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
-
-
 def run(
     model: str | os.PathLike | ZooModel,
     inputs: Sequence[str | os.PathLike] | str,
@@ -464,12 +222,14 @@ def run(
     revision: str | None = None,
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
+    local_files_only: bool = False,
     progress: bool = True,
     encode_kwargs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Tokenize ``inputs`` with ``model`` into Parquet shards under ``out_dir``; return the manifest.
 
-    ``model`` is a registered name, ``"hf-hub:org/repo@rev"``, a folder, or a loaded ZooModel.
+    ``model`` is a registered name, ``"hf-hub:org/repo@rev"``, a folder, or a loaded ZooModel;
+    ``revision``, ``device``, ``dtype`` and ``local_files_only`` are ``zoo.load``'s.
     Runs on every process ``accelerate launch`` started (one when run plainly).
     """
     from tqdm.auto import tqdm
@@ -479,12 +239,14 @@ def run(
     if batch_size < 1 or shard_size < 1:
         raise ConfigError(f"batch_size and shard_size must be >= 1, got {batch_size} and {shard_size}")
     state = process_state(cpu=device is not None and torch.device(device).type == "cpu")
-    name, revision = model_identity(model, revision)
     if not isinstance(model, ZooModel):
-        model = zoo.load(model, device=device or state.device, dtype=dtype, revision=None)
+        model = zoo.load(
+            model, device=device or state.device, dtype=dtype, revision=revision, local_files_only=local_files_only
+        )
     elif device is not None or dtype is not None:
         model = model.to(device=device, dtype=dtype)
     model.eval()
+    name, revision = model_identity(model)
 
     out = Path(out_dir)
     paths = resolve_inputs(inputs)
@@ -586,9 +348,6 @@ def read_shards(out_dir: str | os.PathLike):
 
 
 # ---- command line ------------------------------------------------------------------------------
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
 def add_cli(subparsers) -> None:
     """Add ``batch`` to a ``tokenzoo`` argparse subparsers object."""
     p = subparsers.add_parser(
@@ -604,9 +363,7 @@ def add_cli(subparsers) -> None:
     p.add_argument("--shard-size", type=int, default=256, help="inputs per Parquet shard (the unit of resume)")
     p.add_argument("--resume", action="store_true", help="finish a killed run: skip shards already written")
     p.add_argument("--overwrite", action="store_true", help="delete a previous run in --out first")
-    p.add_argument("--revision", default=None, help="revision to stamp on rows (default: pinned or weights hash)")
-    p.add_argument("--device", default=None, help="default: the device accelerate assigns this process")
-    p.add_argument("--dtype", choices=sorted(_DTYPES), default=None)
+    add_model_options(p, device_help="default: the device accelerate assigns this process")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cli)
 
@@ -621,10 +378,8 @@ def _cli(args: argparse.Namespace) -> int:
         shard_size=args.shard_size,
         resume=args.resume,
         overwrite=args.overwrite,
-        revision=args.revision,
-        device=args.device,
-        dtype=_DTYPES.get(args.dtype),
         progress=not args.no_progress,
+        **model_options(args),
     )
     if process_state().is_main_process:
         print(
@@ -636,8 +391,8 @@ def _cli(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m zoo.batch ...`` (what ``accelerate launch -m zoo.batch`` runs)."""
-    from zoo.cli import module_main
+    """``python -m zoo.tools.batch ...`` (what ``accelerate launch -m zoo.tools.batch`` runs)."""
+    from zoo.tools.options import module_main
 
     return module_main("batch", add_cli, argv)
 
@@ -645,20 +400,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 if __name__ == "__main__":
     sys.exit(main())
 
-__all__ = [
-    "batch_key",
-    "codebook_size",
-    "collate",
-    "evaluate",
-    "input_units",
-    "load_item",
-    "model_identity",
-    "read_shards",
-    "reconstruct",
-    "reconstruction_quality",
-    "resolve_inputs",
-    "run",
-    "sample_inputs",
-    "token_rows",
-    "training_batch",
-]
+__all__ = ["model_identity", "read_shards", "run", "token_rows"]

@@ -1,6 +1,6 @@
 """The text family's part of the main job: every bundled text tokenizer on the bundled multilingual sample.
 
-``run(out_dir)`` encodes the held-out split of zoo/text_corpus.json (4 sentences in each of 12
+``run(out_dir)`` encodes the held-out split of zoo/text/corpus.json (4 sentences in each of 12
 languages + 4 emoji lines, never seen in training) with each tokenizer in hub_cards/ whose modality is
 text, decodes it back, and returns one row per tokenizer. Under ``out_dir`` it writes, per tokenizer,
 the tokens (``<name>.tokens.safetensors``), the decoded text (``<name>.decoded.txt``) and the figures
@@ -18,10 +18,10 @@ import time
 from pathlib import Path
 
 import zoo
-from zoo.api import atomic_write
+from zoo.files import atomic_write
 from zoo.metrics import text as text_metrics
 from zoo.metrics.tokens import bits_per_byte
-from zoo.text import load_corpus, parallel_languages
+from zoo.text.corpus import load_corpus, parallel_languages
 
 log = logging.getLogger(__name__)
 

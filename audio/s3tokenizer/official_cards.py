@@ -2,7 +2,7 @@
 
 The releases are ONNX graphs that tokenzoo does not redistribute; each card names where the file
 lives, its SHA-256 exactly as upstream's downloader records it (s3tokenizer 0.3.0, ``_SHA256S``),
-and the conversion command. Regenerate with ``python -m audio.official_cards``.
+and the conversion command. Regenerate with ``python -m audio.s3tokenizer.official_cards``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from zoo.cards import make_card
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 RELEASES = {
     "v1": dict(
         upstream_name="speech_tokenizer_v1",
@@ -70,7 +70,8 @@ def write_cards(root: Path = ROOT / "hub_cards") -> list[Path]:
         hint = (
             f"Download {r['file']} from {r['hf_repo']} (Hugging Face) or modelscope.cn/models/{r['modelscope']}, "
             f"check sha256 {r['sha256']}, then convert it: `tokenzoo convert s3tokenizer {r['file']} --out DIR` "
-            f"(or in Python audio.convert.convert_checkpoint('s3tokenizer-{variant}', '{r['file']}', 'DIR')) "
+            "(or in Python audio.s3tokenizer.convert.convert_checkpoint("
+            f"'s3tokenizer-{variant}', '{r['file']}', 'DIR')) "
             "and load it with zoo.load('DIR')."
         )
         body = (
@@ -94,7 +95,7 @@ def write_cards(root: Path = ROOT / "hub_cards") -> list[Path]:
             upstream_repo="xingchensong/S3Tokenizer",
             upstream_revision="PyPI s3tokenizer 0.3.0",
             paper=r["paper"],
-            weights=f"Released ONNX graph {r['file']} (sha256 {r['sha256']}); convert with audio.convert.",
+            weights=f"Released ONNX graph {r['file']} (sha256 {r['sha256']}); convert with audio.s3tokenizer.convert.",
             weights_hint=hint,
             variant=variant,
             onnx_file=r["file"],

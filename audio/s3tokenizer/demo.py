@@ -11,14 +11,14 @@ import json
 import time
 from pathlib import Path
 
-SAMPLES = Path(__file__).resolve().parent / "samples"
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 MODEL = "s3tokenizer-tiny"
 
 
 def run(out_dir: Path) -> list[dict]:
     import zoo
-    from audio.tiny import bits_per_second, character_error_rate, load_head, transcribe
-    from zoo.registry import cards_dir
+    from audio.s3tokenizer.tiny import bits_per_second, character_error_rate, load_head, transcribe
+    from zoo.files import cards_dir
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,6 @@
-"""Train the bundled tiny text tokenizers on zoo/text_corpus.json and write their hub_cards/ folders.
+"""Train the bundled tiny text tokenizers on zoo/text/corpus.json and write their hub_cards/ folders.
 
-    python -m zoo.text_train [--out hub_cards]
+    python -m zoo.text.train_tiny [--out hub_cards]
 
 Trains, on the corpus' train split (20 parallel sentences in each of 12 languages + 8 emoji lines):
 - bpe-tiny: byte-level BPE (HF tokenizers), 1024 ids, lossless;
@@ -26,24 +26,18 @@ os.environ.setdefault("RAYON_NUM_THREADS", "1")  # HF tokenizers trains determin
 from zoo.cards import make_card  # noqa: E402
 from zoo.metrics import text as text_metrics  # noqa: E402
 from zoo.metrics.tokens import bits_per_byte  # noqa: E402
-from zoo.text import (  # noqa: E402
-    ByteTokenizer,
-    HFTokenizer,
-    SentencePieceTokenizer,
-    TiktokenTokenizer,
-    load_corpus,
-    parallel_languages,
-)
+from zoo.text.corpus import load_corpus, parallel_languages  # noqa: E402
+from zoo.text.tokenizers import ByteTokenizer, HFTokenizer, SentencePieceTokenizer, TiktokenTokenizer  # noqa: E402
 
-log = logging.getLogger("zoo.text_train")
+log = logging.getLogger("zoo.text.train_tiny")
 
 VOCAB_SIZE = 1024
 # The corpus has ~1,100 distinct characters (mostly Han and Kana); sentencepiece needs a piece for each
 # covered one, so it covers the most frequent 98% of characters and spells the rest as <0xNN> bytes.
 SPM_COVERAGE = 0.98
-DATASET = "zoo/text_corpus.json held-out split (4 parallel sentences x 12 languages + 4 emoji lines)"
+DATASET = "zoo/text/corpus.json held-out split (4 parallel sentences x 12 languages + 4 emoji lines)"
 TRAINED_ON = (
-    "zoo/text_corpus.json train split (the same 20 sentences, composed for tokenzoo, in English, German, French, "
+    "zoo/text/corpus.json train split (the same 20 sentences, composed for tokenzoo, in English, German, French, "
     "Spanish, Russian, Greek, Arabic, Hebrew, Hindi, Chinese, Japanese and Korean, plus 8 emoji lines; CC0)"
 )
 
@@ -96,7 +90,7 @@ def write(model, out: Path, name: str, summary: str, weights: str, lossless_note
     metrics, table = figures(model)
     body = (
         f"\n## Round trip\n\n{lossless_note}\n{table}\n## How it was made\n\n"
-        "`python -m zoo.text_train` (zoo/text_train.py) trains it and measures these figures (see that "
+        "`python -m zoo.text.train_tiny` (zoo/text/train_tiny.py) trains it and measures these figures (see that "
         "module's docstring for what a rerun reproduces).\n"
     )
     card = make_card(
@@ -108,7 +102,7 @@ def write(model, out: Path, name: str, summary: str, weights: str, lossless_note
         weights=weights,
         metrics=metrics,
         body=body,
-        lossless=bool(model.config.lossless) if hasattr(model.config, "lossless") else True,
+        lossless=bool(getattr(model.config, "lossless", True)),  # the byte tokenizer's config has no flag
         vocab_size=model.vocab_size,
         tokens=f"variable length, {model.vocab_size} ids",
     )
@@ -118,7 +112,7 @@ def write(model, out: Path, name: str, summary: str, weights: str, lossless_note
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "hub_cards")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[2] / "hub_cards")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     texts = train_split_texts()

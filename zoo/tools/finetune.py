@@ -1,7 +1,8 @@
 """Fine-tune any zoo model through its ``training_loss``: ``tokenzoo finetune MODEL --data ... --out DIR``.
 
-One accelerate loop serves every family. The family supplies ``training_loss(batch) -> scalar`` and,
-optionally, the hooks documented in :mod:`zoo.batch` (``load_item``, ``training_batch``, ``evaluate``).
+One accelerate loop serves every family whose class declares ``supports_training``: it supplies
+``training_loss(batch) -> scalar`` and, where the defaults do not fit, the hooks ``zoo.api.ZooModel``
+declares (``load_item``, ``training_batch``, ``evaluate``).
 
 The loop, in order:
 - Data: files (paths, folders, globs, ``@list`` files) -> ``load_item`` -> held in memory. Each epoch
@@ -15,8 +16,9 @@ The loop, in order:
   order is a function of the step, continues bit for bit on CPU.
 - Every ``eval_every`` steps (and at the end) the family's ``evaluate`` runs on held-out items
   (``eval_data``, else the last tenth of ``data`` when there are at least ten items).
-- The result is a zoo model folder ``out/model`` whose card names the base model, data, steps and
-  the final metric with its protocol. ``log.jsonl`` holds the losses and evaluations.
+- The result is a zoo model folder ``out/model`` whose card names the base model and the revision it
+  was loaded at (the Hub commit sha, or the sha256 of a local model's weights), data, steps and the
+  final metric with its protocol. ``log.jsonl`` holds the losses and evaluations.
 """
 
 from __future__ import annotations
@@ -36,9 +38,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from zoo import batch as hooks
-from zoo.api import ZooModel, atomic_write
+from zoo.api import ZooModel
 from zoo.errors import ConfigError, InputError, NotSupportedError
+from zoo.files import atomic_write
+from zoo.tools.batch import model_identity
+from zoo.tools.inputs import resolve_inputs
+from zoo.tools.options import add_model_options, model_options, process_state
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +86,7 @@ def _load_items(model: ZooModel, paths: list[str]) -> list[Any]:
     items = []
     for path in paths:
         try:
-            items.append(hooks.load_item(model, path))
+            items.append(model.load_item(path))
         except Exception as err:
             raise InputError(f"cannot read training input {path}: {err}") from err
     return items
@@ -90,12 +95,6 @@ def _load_items(model: ZooModel, paths: list[str]) -> list[Any]:
 def _latest_checkpoint(out: Path) -> Path | None:
     complete = sorted(p for p in (out / CHECKPOINTS).glob("step-*") if (p / DONE_NAME).is_file())
     return complete[-1] if complete else None
-
-
-def _model_name(spec: str | os.PathLike | ZooModel) -> str:
-    if isinstance(spec, ZooModel):
-        return getattr(spec, "name", None) or spec.arch
-    return os.fspath(spec)
 
 
 def finetune(
@@ -119,8 +118,16 @@ def finetune(
     cpu: bool = False,
     progress: bool = True,
     name: str | None = None,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    revision: str | None = None,
+    local_files_only: bool = False,
 ) -> dict[str, Any]:
-    """Fine-tune ``model`` on ``data`` and save the result under ``out_dir/model``; return a summary."""
+    """Fine-tune ``model`` on ``data`` and save the result under ``out_dir/model``; return a summary.
+
+    ``dtype``, ``revision`` and ``local_files_only`` are ``zoo.load``'s. The device is the one
+    accelerate assigns each process; ``device="cpu"`` is ``cpu=True``, any other device must be that one.
+    """
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, GradientState
     from accelerate.utils import DistributedDataParallelKwargs, parse_flag_from_env, set_seed
@@ -130,9 +137,10 @@ def finetune(
 
     if steps < 1 or batch_size < 1 or grad_accum < 1 or eval_every < 1 or save_every < 1:
         raise ConfigError("steps, batch_size, grad_accum, eval_every and save_every must all be >= 1")
+    cpu = cpu or (device is not None and torch.device(device).type == "cpu")
     cpu = cpu or parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available()
     mixed_precision = mixed_precision or ("no" if cpu else default_mixed_precision())
-    hooks.process_state(cpu=cpu)  # join the launched processes first, on CPU where asked
+    process_state(cpu=cpu)  # join the launched processes first, on CPU where asked
     # A second run in one Python process may change precision or accumulation; the process group stays.
     AcceleratorState._reset_state(reset_partial_state=False)
     GradientState._reset_state()
@@ -144,18 +152,27 @@ def finetune(
     )
     if batch_size % accelerator.num_processes:
         raise ConfigError(f"batch_size {batch_size} must divide evenly among {accelerator.num_processes} processes")
-    base_name = _model_name(model)
-    if not isinstance(model, ZooModel):
-        model = zoo.load(model)
-    if type(model).training_loss is ZooModel.training_loss:
+    if device is not None and torch.device(device).type != "cpu" and torch.device(device) != accelerator.device:
+        raise ConfigError(
+            f"finetune runs on the device accelerate assigns ({accelerator.device}), not {device}; "
+            "choose GPUs with accelerate launch (or CUDA_VISIBLE_DEVICES)"
+        )
+    spec = None if isinstance(model, ZooModel) else os.fspath(model)
+    if spec is not None:
+        model = zoo.load(spec, dtype=dtype, revision=revision, local_files_only=local_files_only)
+    elif dtype is not None:
+        model = model.to(dtype=dtype)
+    base_name, base_revision = model_identity(model)
+    base_name = spec or base_name  # the card names the base as it was given, so it can be loaded again
+    if not model.supports_training:
         raise NotSupportedError(
-            f"{model.arch} ({base_name}) defines no training_loss, so it cannot be fine-tuned; "
-            "families add `def training_loss(self, batch) -> Tensor` to ZooModel subclasses to allow it"
+            f"{model.arch} ({base_name}) does not support training (its class does not declare "
+            "supports_training), so it cannot be fine-tuned"
         )
 
     out = Path(out_dir)
-    paths = hooks.resolve_inputs(data)
-    eval_paths = hooks.resolve_inputs(eval_data) if eval_data is not None else []
+    paths = resolve_inputs(data)
+    eval_paths = resolve_inputs(eval_data) if eval_data is not None else []
     eval_protocol = "held-out files given as eval_data"
     if not eval_paths and len(paths) >= 10:
         cut = len(paths) - max(1, len(paths) // 10)
@@ -166,6 +183,7 @@ def finetune(
         eval_protocol = "the training files themselves (fewer than ten files, none held out)"
     run = {
         "base_model": base_name,
+        "base_revision": base_revision,
         "arch": model.arch,
         "data": paths,
         "eval_data": eval_paths,
@@ -204,7 +222,7 @@ def finetune(
     last_eval: dict[str, float] = {}
     for micro in range(step * grad_accum, steps * grad_accum):
         indices = micro_batch_indices(micro, batch_size, len(items), seed)[start : start + per_process]
-        batch = _to_device(hooks.training_batch(model, [items[i] for i in indices]), accelerator.device)
+        batch = _to_device(model.training_batch([items[i] for i in indices]), accelerator.device)
         with accelerator.accumulate(wrapper):
             loss = wrapper(batch)
             if not torch.isfinite(loss):
@@ -260,9 +278,9 @@ def _evaluate(model: ZooModel, items: list[Any], batch_size: int, accelerator) -
     totals: dict[str, float] = {}
     for i in range(0, len(items), batch_size):
         chunk = items[i : i + batch_size]
-        batch = _to_device(hooks.training_batch(model, chunk), accelerator.device)
+        batch = _to_device(model.training_batch(chunk), accelerator.device)
         with accelerator.autocast():
-            values = hooks.evaluate(model, batch)
+            values = {key: float(value) for key, value in model.evaluate(batch).items()}
         for key, value in values.items():
             totals[key] = totals.get(key, 0.0) + value * len(chunk)
     model.train()
@@ -276,6 +294,9 @@ def _prepare_out_dir(out: Path, run: dict[str, Any], resume: bool, overwrite: bo
         if not resume:
             raise ConfigError(f"{out} already holds a fine-tuning run; pass --resume to continue or --overwrite")
         previous = json.loads(run_path.read_text())
+        # The weights come from the checkpoint, so the base may have moved since; the card keeps the
+        # revision the run started from.
+        run["base_revision"] = previous.get("base_revision", run["base_revision"])
         changed = sorted(k for k in run if previous.get(k) != run[k])
         if changed:
             raise ConfigError(f"cannot resume {out}: the run differs in {', '.join(changed)}; use a new --out")
@@ -315,10 +336,10 @@ def _write_json(path: Path, data: Any) -> None:
 
 def _finetune_card(model: ZooModel, run: dict[str, Any], metrics: dict[str, float], protocol: str, name: str):
     from zoo.cards import card_license, make_card
-    from zoo.registry import _card_folders, card_data
+    from zoo.registry import card_data, list_models
 
     base = run["base_model"]
-    base_data = card_data(base) if base in _card_folders() else {}
+    base_data = card_data(base) if base in list_models() else {}
     num_files = len(run["data"])
     data_text = f"{num_files} files ({Path(run['data'][0]).parent}/...)"
     metric_rows = [
@@ -336,19 +357,21 @@ def _finetune_card(model: ZooModel, run: dict[str, Any], metrics: dict[str, floa
         name=name,
         arch=model.arch,
         modality=model.modality,
-        license=card_license(base_data) if base_data else getattr(model, "license", "other"),
+        license=card_license(base_data) if base_data else model.license or "unknown",
         summary=f"{base} fine-tuned with `tokenzoo finetune` for {run['steps']} steps on {data_text}.",
         upstream_repo=base_data.get("upstream_repo"),
         upstream_revision=base_data.get("upstream_revision"),
         paper=base_data.get("paper"),
         tokens=base_data.get("tokens"),
         weights=(
-            f"Fine-tuned from {base}: {run['steps']} optimizer steps of AdamW (lr {run['lr']}, weight decay "
+            f"Fine-tuned from {base} at revision {run['base_revision']}: {run['steps']} optimizer steps of AdamW "
+            f"(lr {run['lr']}, weight decay "
             f"{run['weight_decay']}), batch {run['batch_size']} x {run['grad_accum']} accumulation, mixed precision "
             f"{run['mixed_precision']}, seed {run['seed']}."
         ),
         metrics=metric_rows,
         base_model=base,
+        base_model_revision=run["base_revision"],
         finetune={k: run[k] for k in ("steps", "batch_size", "grad_accum", "lr", "seed", "mixed_precision")},
         training_data=data_text,
     )
@@ -379,6 +402,7 @@ def add_cli(subparsers) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--cpu", action="store_true", help="train on CPU even where CUDA is present")
+    add_model_options(p, device_help="cpu (as --cpu), else the device accelerate assigns each process")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cli)
 
@@ -403,16 +427,17 @@ def _cli(args: argparse.Namespace) -> int:
         cpu=args.cpu,
         progress=not args.no_progress,
         name=args.name,
+        **model_options(args),
     )
-    if hooks.process_state().is_main_process:
+    if process_state().is_main_process:
         print(f"fine-tuned {summary['base_model']} for {summary['steps']} steps: {summary['final_eval']}")
         print(f"model saved to {summary['model_dir']}")
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m zoo.finetune ...`` (what ``accelerate launch -m zoo.finetune`` runs)."""
-    from zoo.cli import module_main
+    """``python -m zoo.tools.finetune ...`` (what ``accelerate launch -m zoo.tools.finetune`` runs)."""
+    from zoo.tools.options import module_main
 
     return module_main("finetune", add_cli, argv)
 

@@ -33,9 +33,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from audio.base import SpeechTokenizer
 from audio.features import SAMPLE_RATE, log_mel_spectrogram
-from zoo.api import Tokens, ZooModel, inference
-from zoo.errors import ConfigError, InputError
+from audio.io import check_waveforms
+from zoo.api import Tokens, inference
+from zoo.errors import ConfigError, InputError, NotSupportedError
 from zoo.quant import FSQ, VectorQuantizer
 
 logger = logging.getLogger(__name__)
@@ -101,10 +103,12 @@ class S3TokenizerConfig:
 
 # ---- blocks -------------------------------------------------------------------------------------
 class LayerNorm(nn.LayerNorm):
-    """LayerNorm computed in float32 whatever the activation dtype (as upstream does)."""
+    """LayerNorm computed in float32 whatever the activation and weight dtype (as upstream does)."""
 
     def forward(self, x: Tensor) -> Tensor:
-        return super().forward(x.float()).to(x.dtype)
+        weight = None if self.weight is None else self.weight.float()
+        bias = None if self.bias is None else self.bias.float()
+        return F.layer_norm(x.float(), self.normalized_shape, weight, bias, self.eps).to(x.dtype)
 
 
 def sinusoids(length: int, channels: int) -> Tensor:
@@ -337,21 +341,21 @@ def length_groups(lengths: list[int], max_padding: float) -> list[list[int]]:
 
 
 # ---- the model ----------------------------------------------------------------------------------
-class S3Tokenizer(ZooModel):
+class S3Tokenizer(SpeechTokenizer):
     """Speech -> discrete tokens at 25 or 50 per second. Encoder only: TouchTTS (or CosyVoice) is the decoder."""
 
     arch: ClassVar[str] = "s3tokenizer"
-    modality: ClassVar[str] = "audio"
     config_class: ClassVar[type] = S3TokenizerConfig
 
-    def __init__(self, config: S3TokenizerConfig | None = None):
+    def __init__(self, config: S3TokenizerConfig | None = None, *, device=None, dtype=None):
         super().__init__(config or S3TokenizerConfig())
         config = self.config
-        self.encoder = AudioEncoder(config)
-        if config.uses_fsq:
-            self.quantizer = FSQCodebook(config.n_audio_state)
-        else:
-            self.quantizer = VQCodebook(config.n_codebook_size, config.n_audio_state)
+        with self.building(device, dtype):
+            self.encoder = AudioEncoder(config)
+            if config.uses_fsq:
+                self.quantizer = FSQCodebook(config.n_audio_state)
+            else:
+                self.quantizer = VQCodebook(config.n_codebook_size, config.n_audio_state)
 
     @property
     def codebook_size(self) -> int:
@@ -422,18 +426,6 @@ class S3Tokenizer(ZooModel):
         return merge_windows(window_ids, SEAM_SECONDS * self.token_rate)
 
     # ---- the zoo contract ---------------------------------------------------------------------
-    def sample_inputs(self) -> list:
-        """The bundled held-out speech clips (16 kHz WAV), for demos, comparisons and smoke tests."""
-        from pathlib import Path
-
-        return sorted((Path(__file__).resolve().parent / "samples").glob("*.wav"))
-
-    def preprocess(self, raw: Any, sample_rate: int | None = None) -> tuple[Tensor, Tensor]:
-        """Paths, arrays or tensors -> ((B, N) float32 16 kHz mono waveforms, zero-padded; (B,) sample counts)."""
-        from audio.io import to_waveform_batch
-
-        return to_waveform_batch(raw, sample_rate=sample_rate)
-
     @inference
     def encode(
         self,
@@ -457,8 +449,6 @@ class S3Tokenizer(ZooModel):
         if isinstance(x, tuple) and len(x) == 2 and all(isinstance(t, Tensor) for t in x) and lengths is None:
             x, lengths = x  # what preprocess returns: (waveforms (B, N), lengths (B,))
         if isinstance(x, Tensor) and lengths is not None:
-            from audio.io import check_waveforms
-
             waveforms, lengths = check_waveforms(x, lengths, sample_rate)
         else:
             waveforms, lengths = self.preprocess(x, sample_rate=sample_rate)
@@ -480,8 +470,6 @@ class S3Tokenizer(ZooModel):
         )
 
     def decode(self, tokens: Tokens, **kwargs) -> Any:
-        from zoo.errors import NotSupportedError
-
         raise NotSupportedError(
             f"s3tokenizer-{self.config.variant} has no decoder: S3 tokens are turned back into speech by a "
             "token-to-speech model such as TouchTTS (audio.touchtts) or CosyVoice's flow decoder, not by the tokenizer"

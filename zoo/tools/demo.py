@@ -1,7 +1,8 @@
 """The main job (`make demo`, `tokenzoo demo`): every bundled model on bundled samples, one table.
 
-Each family contributes a ``run(out_dir) -> list[dict]`` hook returning rows with the keys in
-``COLUMNS``; pictures and decoded outputs land under ``out_dir/<family>/``. The table is printed
+Each family names a ``run(out_dir) -> list[dict]`` function in the family table
+(``zoo.registry.FAMILIES``, ``demo=``) returning rows with the keys in ``COLUMNS``; pictures and
+decoded outputs land under ``out_dir/<family>/``. The table is printed
 and written to ``out_dir/demo.md`` and ``out_dir/demo.json``.
 """
 
@@ -14,15 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-from zoo.api import atomic_write
-
-DEMO_HOOKS = {
-    "text": "zoo.text_demo:run",
-    "image": "vision.flextok.demo:run",
-    "pose": "video_pose.demo:run",
-    "audio": "audio.demo:run",
-    "em_volume": "em_volume.demo:run",
-}
+from zoo.files import atomic_write
+from zoo.registry import DEMOS
 
 COLUMNS = ("model", "modality", "input", "tokens", "bits_per_unit", "quality", "seconds_per_item")
 # A row may state the unit of a numeric bits_per_unit ("pixel", "frame"); None means not applicable.
@@ -58,7 +52,7 @@ def format_table(rows: list[dict]) -> str:
 
 def run_all(out_dir: Path, families: list[str] | None = None) -> list[dict]:
     rows = []
-    for family, target in DEMO_HOOKS.items():
+    for family, target in DEMOS.items():
         if families and family not in families:
             continue
         module_name, function_name = target.split(":")
