@@ -25,6 +25,8 @@ import torch
 from vision.flextok.model import LICENSE_NOTE, FlexTok, FlexTokConfig
 from zoo.errors import CheckpointMismatchError, ConfigError, ModelFileNotFoundError
 
+# Bump when a change here changes what a conversion writes (the official-model cache keys on it).
+CONVERTER_VERSION = 1
 UP = "flextok."
 # Every class a released FlexTok config may name (module path -> role). Anything else is refused.
 ALLOWED_TARGETS = {
