@@ -61,6 +61,13 @@ CONVERTERS: dict[str, str] = {
     "tokenunify": "em_volume.convert:convert_checkpoint",
 }
 
+# Upstream Hub layouts recognised without an ``arch=`` hint, as upstream's own ``from_pretrained`` needs none:
+# a config.json whose ``_target_`` (at the top, or under ``"config"`` as PyTorchModelHubMixin nests it)
+# starts with the prefix is that arch's (its family parses the config through an allowlist, never builds it).
+UPSTREAM_TARGETS: dict[str, str] = {
+    "flextok.flextok_wrapper.": "flextok",
+}
+
 HUB_PREFIX = "hf-hub:"
 LOCAL_PREFIX = "local-dir:"
 
@@ -172,10 +179,21 @@ def parse_source(name_or_path: str | os.PathLike, revision: str | None = None) -
     raise UnknownModelError(text, _card_folders())
 
 
+def arch_of_config(data: dict[str, Any]) -> str | None:
+    """The arch a config.json names (``"arch"``), or the one whose upstream layout it is (``UPSTREAM_TARGETS``)."""
+    if data.get("arch"):
+        return data["arch"]
+    nested = data.get("config")
+    target = data.get("_target_") or (nested.get("_target_") if isinstance(nested, dict) else None)
+    if isinstance(target, str):
+        return next((arch for prefix, arch in UPSTREAM_TARGETS.items() if target.startswith(prefix)), None)
+    return None
+
+
 def _arch_of_folder(folder: Path, hint: str | None, source: str, revision: str | None) -> str:
     config_path = folder / "config.json"
     if config_path.is_file():
-        arch = _read_config(config_path, source).get("arch")
+        arch = arch_of_config(_read_config(config_path, source))
         if arch:
             return arch
     if hint:
@@ -250,9 +268,12 @@ def load(
         options = dict(local_files_only=local_files_only, cache_dir=cache_dir)
         config_path = hub.download_file(where, hub.CONFIG_NAME, revision, **options)
         commit = hub.snapshot_of(config_path, hub.CONFIG_NAME).name
-        arch = arch or _read_config(config_path, source).get("arch")
+        arch = arch or arch_of_config(_read_config(config_path, source))
         if not arch:
-            raise ConfigError(f"{source}: config.json names no 'arch'; pass arch=... or load it by its card name")
+            raise ConfigError(
+                f"{source}: config.json names no 'arch' and is no upstream layout tokenzoo knows; "
+                "pass arch=... or load it by its card name"
+            )
         files = tuple(dict.fromkeys((hub.CONFIG_NAME, *get_arch(arch).hub_files)))
         # Every file at the commit config.json came from, even if the branch moves meanwhile.
         folder = hub.download_model(where, commit, files=files, shown_revision=revision or "main", **options)
