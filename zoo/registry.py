@@ -253,7 +253,16 @@ def load(
         data = card_data(where)
         arch = arch or data.get("arch")
         folder = _card_folders()[where]
-        if not (folder / hub.WEIGHTS_NAME).is_file():
+        if data.get("upstream_files") and not (folder / hub.WEIGHTS_NAME).is_file():
+            # An official checkpoint in upstream's layout: fetched, verified and converted once (zoo.official).
+            from zoo.official import converted_folder
+
+            if revision is not None:
+                raise ConfigError(f"{where}: its card pins the upstream files; revision= applies to hf-hub: sources")
+            card = folder / "README.md"
+            folder = converted_folder(where, data, local_files_only, cache_dir, card=card)
+            kind = "converted"
+        elif not (folder / hub.WEIGHTS_NAME).is_file():
             repo = data.get("hub_repo")
             if not repo:
                 raise ModelFileNotFoundError(
