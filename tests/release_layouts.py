@@ -300,3 +300,25 @@ def save_motionbert_best_epoch(state: dict[str, Tensor], path: Path, numpy_1_spe
     assert new in data, "the legacy pickle did not name numpy's scalar global as expected"
     path.write_bytes(data.replace(new, old))
     return path
+
+
+# ---- official cards pointed at test-sized releases -------------------------------------------------------
+def official_card_copy(name: str, cards: Path, files: list[dict] | None = None, options: dict | None = None) -> Path:
+    """A copy of hub_cards/<name> in ``cards`` (use as $TOKENZOO_CARDS_DIR) whose upstream files and converter
+    options are updated by ``files`` (one dict of fields per file, e.g. the stand-in's sha256) and ``options``
+    (sizes a test-sized release has that the weights cannot tell, such as a head count). Everything else (repo,
+    file name, revision, converter) stays the card's own; the card itself is never edited."""
+    from huggingface_hub import ModelCard
+
+    from zoo.registry import _card_folders
+
+    card = ModelCard.load(_card_folders()[name] / "README.md")
+    upstream = [dict(f) for f in card.data.upstream_files]
+    for entry, update in zip(upstream, files or []):
+        entry.update(update)
+    card.data.upstream_files = upstream
+    card.data.converter_options = {**(card.data.converter_options or {}), **(options or {})}
+    folder = cards / name
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "README.md").write_text(str(card))
+    return cards

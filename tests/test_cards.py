@@ -88,10 +88,13 @@ def test_the_models_table_has_one_row_per_card_with_its_source(tmp_path):
     write_card(tmp_path, "bundled-tiny", weights=True, tokens="64 ids | 8 bits")
     write_card(tmp_path, "official", hub_repo="org/official", revision="0123456789abcdef0123456789abcdef01234567")
     write_card(tmp_path, "convert-me", modality="audio", license="Custom One", weights_hint="tokenzoo convert ...")
+    recipe = dict(converter="s3tokenizer-v1", upstream_files=[{"repo": "org/upstream", "filename": "a.onnx"}])
+    write_card(tmp_path, "released-elsewhere", modality="audio", **recipe)
     lines = models_table(tmp_path).splitlines()
     assert lines[0] == "| model | arch | modality | license | tokens | source |"
-    assert len(lines) == 5
-    bundled, convert, official = lines[2:]
+    assert len(lines) == 6
+    bundled, convert, official, released = lines[2:]
+    assert "converted on first load from `org/upstream`" in released
     assert bundled.startswith("| [bundled-tiny](hub_cards/bundled-tiny/README.md) | `flextok` | image | apache-2.0 |")
     assert "64 ids \\| 8 bits" in bundled and "bundled" in bundled
     assert "| audio | custom-one |" in convert and "convert the published checkpoint" in convert

@@ -12,10 +12,15 @@ The YAML fields tokenzoo relies on (``REQUIRED_FIELDS`` must be present in every
     upstream_revision: <commit sha or tag>
     paper: https://arxiv.org/abs/...
     weights: how the weights were made (trained here by ..., converted from ...)
-    hub_repo: org/name          # official checkpoints: where the weights live (absent for bundled ones)
+    hub_repo: org/name          # official checkpoints published in our loadable layout (FlexTok): the repo
     revision: <sha>             # pinned revision of hub_repo
-    weights_hint: how to convert a published file we cannot download (cards without weights)
+    converter: s3tokenizer-v1   # official checkpoints in upstream's own layout: the recipe zoo.official
+    converter_options: {...}    #   follows (converter, its options, the upstream files with repo/filename
+    upstream_files: [...]       #   or url, revision, sha256, option); see zoo/official.py
     model-index: metrics, each with the protocol it was measured under (EvalResult.metric_args)
+
+Every card has a "Use" section whose snippet runs as written for its family (``USAGE`` by modality, or the
+family's own): tests/test_cards_usage.py runs each one on the bundled tiny model of the same arch.
 
 ``models_table()`` renders the README's table of models from hub_cards/;
 ``python -m zoo.cards --update-readme README.md`` writes it between the README's
@@ -60,6 +65,41 @@ HUB_LICENSES = frozenset(
 )
 _HUB_LICENSES = HUB_LICENSES  # the name the first version used
 
+# The "Use" snippet per modality; NAME is the model's name. Each runs as written (sample_inputs are the
+# model's bundled examples); a family whose models differ passes its own ``usage`` to make_card.
+USAGE = {
+    "audio": """import zoo
+
+model = zoo.load(NAME)
+clips = model.sample_inputs()  # bundled speech; or paths of your own audio files
+tokens = model.encode(model.preprocess(clips))
+print(tokens.ids.shape, tokens.lengths)  # ids (B, N); an encoder only: there is no decode""",
+    "pose": """import zoo
+
+model = zoo.load(NAME)
+keypoints = model.preprocess(model.sample_inputs())  # (B, F, 17, C) 2D keypoints; or your own .npz clips
+poses = model.lift(keypoints)  # (B, F, 17, 3) 3D joints, any clip length
+print(poses.shape)""",
+    "em_volume": """import zoo
+
+model = zoo.load(NAME)
+volume = model.sample_inputs()[0]  # a bundled EM volume; or your own (D, H, W) array or .npz/.h5/.tif file
+labels = model.segment(volume)  # (D, H, W) neuron ids, 0 = boundary
+print(labels.shape, int(labels.max()))""",
+    "image": """import zoo
+
+model = zoo.load(NAME)
+images = model.preprocess(model.sample_inputs())  # (B, 3, H, W) in [-1, 1]; or paths of your own images
+tokens = model.encode(images)
+reconstructions = model.postprocess(model.decode(tokens))  # PIL images
+reconstructions[0].save("reconstruction.png")""",
+    "text": """import zoo
+
+model = zoo.load(NAME)
+tokens = model.encode(["hello, world", "grüße"])
+print(tokens.ids, model.decode(tokens))""",
+}
+
 
 def read_card_data(path: str | Path) -> dict[str, Any]:
     """The YAML header of a local card file as a plain dict (empty if the card has none)."""
@@ -85,6 +125,7 @@ def make_card(
     metrics: list[dict[str, Any]] | None = None,
     license_link: str | None = None,
     body: str = "",
+    usage: str | None = None,
     **extra: Any,
 ):
     """Build the ModelCard (README.md) of a zoo model.
@@ -96,7 +137,10 @@ def make_card(
         metrics: dicts with ``name``, ``value``, ``type`` (a short metric id such as ``psnr``),
             ``dataset`` and ``protocol`` (how it was measured, e.g. "held-out synthetic clips, 27 frames");
             optional ``task`` and ``dataset_type``. They become the card's model-index.
-        extra: further YAML fields (``weights_hint``, ``datasets``, ...).
+        usage: the "Use" snippet (NAME stands for the model's name); default ``USAGE[modality]``.
+        extra: further YAML fields (``datasets``, an official model's ``converter``, ``converter_options``
+            and ``upstream_files``, ...). A card with ``upstream_files`` gets a "Weights" section saying
+            where each file comes from and how ``zoo.load`` fetches, checks and converts it.
     """
     from huggingface_hub import ModelCard, ModelCardData
 
@@ -152,13 +196,54 @@ def make_card(
             for m in metrics
         )
         sections.append(f"## Metrics\n\n| metric | value | data | protocol |\n|---|---|---|---|\n{rows}")
-    sections.append(
-        f"## Use\n\n```python\nimport zoo\n\nmodel = zoo.load({name!r})\ntokens = model.encode(model.preprocess(x))\n"
-        "x_hat = model.decode(tokens)\n```"
-    )
+    if extra.get("upstream_files"):
+        sections.append(upstream_files_section(name, extra))
+    snippet = (usage or USAGE[modality]).replace("NAME", repr(name))
+    sections.append(f"## Use\n\n```python\n{snippet.strip()}\n```")
     if body.strip():
         sections.append(body.strip())
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n\n".join(s for s in sections if s) + "\n")
+
+
+def upstream_files_section(name: str, data: dict[str, Any]) -> str:
+    """The "Weights" section of an official model converted from upstream files (zoo.official's recipe)."""
+    from zoo.official import convert_command, recipe_of
+
+    recipe = recipe_of(name, data)
+    rows = []
+    for f in recipe.files:
+        where = f"`hf-hub:{f.repo}@{f.revision}`" if f.on_hub else f"<{f.url}>"
+        what = f"`{f.filename}`" if f.filename else f"one file matching `{f.pattern}` in `{f.folder or '/'}`"
+        digest = f"`{f.sha256}`" if f.sha256 else "pinned on first download"
+        role = "checkpoint" if f.option is None else f"option `{f.option}`"
+        rows.append(f"| {what} | {where} | {digest} | {role} |")
+    options = ", ".join(f"{k}={v!r}" for k, v in recipe.options.items()) or "none"
+    lines = [
+        "## Weights",
+        "| upstream file | where | sha256 | feeds |\n|---|---|---|---|\n" + "\n".join(rows),
+    ]
+    if all(f.on_hub for f in recipe.files):
+        lines.append(
+            f"`zoo.load({name!r})` (or `tokenzoo encode {name} ...`) downloads the file(s) above through "
+            "huggingface_hub, checks the sha256, converts them once with the converter "
+            f"`{recipe.converter}` (options: {options}) and keeps the converted safetensors folder in the "
+            "tokenzoo cache (`$TOKENZOO_CACHE`, default `~/.cache/tokenzoo`); later loads, offline ones included "
+            "(`HF_HUB_OFFLINE=1`), read the cache and convert nothing. The commit each file came from is pinned "
+            f"in `pins/{name}.json` there."
+        )
+    else:
+        lines.append(
+            "The weights are not on the Hugging Face Hub, so tokenzoo cannot fetch them. Download the file(s) "
+            f"above, then convert them once into the tokenzoo cache (converter `{recipe.converter}`, options: "
+            f"{options}):\n\n```bash\n{convert_command(recipe)}\n```\n\n"
+            f"after which `zoo.load({name!r})` loads the converted copy."
+        )
+    if any(f.sha256 is None for f in recipe.files):
+        lines.append(
+            "No sha256 is recorded for a file picked by pattern (its name could not be checked offline): the "
+            "first download pins the file's name, commit and sha256, and every later download must match them."
+        )
+    return "\n\n".join(lines)
 
 
 def _eval_result(metric: dict[str, Any]):
@@ -254,7 +339,10 @@ def _source(folder: Path, data: dict[str, Any]) -> str:
         rev = str(data.get("revision") or "")
         pin = f"@{rev[:7] if re.fullmatch(r'[0-9a-f]{40}', rev) else rev}" if rev else ""
         return f"[hf-hub:{data['hub_repo']}{pin}](https://huggingface.co/{data['hub_repo']})"
-    if data.get("weights_hint"):
+    files = data.get("upstream_files") or []
+    if files and all(f.get("repo") for f in files):
+        return "converted on first load from " + ", ".join(sorted({f"`{f['repo']}`" for f in files}))
+    if files or data.get("weights_hint"):
         return "convert the published checkpoint (see card)"
     return "card only"
 
