@@ -69,3 +69,60 @@ def test_parity_s3tokenizer_card_loads_a_release_exported_in_upstreams_layout_wi
     for i, n in enumerate(tokens.lengths.tolist()):
         assert torch.equal(tokens.ids[i, :n], io[f"clip{i}.codes"]), f"clip {i}"
     assert model.config.variant == variant and len(conversions(name)) == 1
+
+
+# ---- TokenUnify: training checkpoints in cyd0806/TokenUnify, picked by pattern --------------------------
+def _tokenunify_repo(hub, tmp_path, finetuned: Path, pretrained: Path) -> None:
+    """cyd0806/TokenUnify as the authors describe it: fine-tuned files per scale at the root (beside a
+    baseline), pre-trained ones under Pretrained_weights/. The file names are our guess at theirs."""
+    files = {"README.md": "# TokenUnify", "superhuman.pth": finetuned.read_bytes()}
+    for tag in ("100M", "200M", "500M", "1B"):
+        files[f"TokenUnify-{tag}.pth"] = finetuned.read_bytes()
+        files[f"Pretrained_weights/TokenUnify_pretrained-{tag}.pth"] = pretrained.read_bytes()
+    hub.commit("cyd0806/TokenUnify", files)
+
+
+def _tokenunify_fixture(kind: str):
+    return parity_params("tokenunify", where=lambda folder: folder.name == kind)
+
+
+@pytest.mark.parametrize("fixture_dir", _tokenunify_fixture("model"))
+def test_parity_tokenunify_card_picks_the_root_checkpoint_by_pattern_pins_it_and_matches_upstream(
+    fixture_dir, hub, tmp_path
+):
+    from tests.release_layouts import save_tokenunify_training_checkpoint
+    from zoo.official import read_pins
+
+    folder = require_fixture(fixture_dir, "tokenunify")
+    state, io = load_file(str(folder / "weights.safetensors")), load_file(str(folder / "io.safetensors"))
+    checkpoint = save_tokenunify_training_checkpoint(state, tmp_path / "checkpoint-399.pth")
+    _tokenunify_repo(hub, tmp_path, checkpoint, checkpoint)
+    model = zoo.load("tokenunify-100m")  # the card itself: no hash to replace, the first download pins one
+    with torch.no_grad():
+        assert (model(io["input"]) - io["output"]).abs().max().item() < 1e-4  # the fixture README's tolerance
+    (pin,) = read_pins("tokenunify-100m").values()
+    assert pin["filename"] == "TokenUnify-100M.pth" and pin["sha256"] == sha256(checkpoint)
+    assert pin["commit"] == hub.head("cyd0806/TokenUnify")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fixture_dir", _tokenunify_fixture("pretext"))
+def test_parity_tokenunify_pretrained_card_reads_pretrained_weights_with_its_next_token_head(
+    fixture_dir, hub, tmp_path, monkeypatch
+):
+    from tests.release_layouts import save_tokenunify_training_checkpoint
+
+    folder = require_fixture(fixture_dir, "tokenunify")
+    state, io = load_file(str(folder / "weights.safetensors")), load_file(str(folder / "io.safetensors"))
+    pretrained = save_tokenunify_training_checkpoint(state, tmp_path / "pre" / "checkpoint-799.pth")
+    finetuned = save_tokenunify_training_checkpoint({"other": torch.zeros(1)}, tmp_path / "fine" / "c.pth")
+    _tokenunify_repo(hub, tmp_path, finetuned, pretrained)
+    head_input = list(io["ar.input"].shape[2:])  # the tiny pre-training crop; the release's is the default
+    cards = official_card_copy("tokenunify-pretrained-1b", tmp_path / "cards", options={"head_input_size": head_input})
+    monkeypatch.setenv("TOKENZOO_CARDS_DIR", str(cards))
+    model = zoo.load("tokenunify-pretrained-1b")
+    assert model.config.next_token_head
+    with torch.no_grad():
+        logits = model.forward_logits(io["ar.input"])
+        assert (torch.sigmoid(logits) - io["ar.output"]).abs().max().item() < 1e-4
+        assert (model.next_token_logits(logits) - io["ar.next_token_logits"]).abs().max().item() < 1e-5
