@@ -144,8 +144,9 @@ def test_flextok_official_card_loads_from_a_hub_repo_in_the_upstream_layout(fixt
 def test_flextok_upstream_repo_id_loads_without_an_arch_hint_and_keeps_upstreams_key_order(fixture_dir, tmp_path, hub):
     """``zoo.load("hf-hub:EPFL-VILAB/...")`` recognises the ``_target_`` config as upstream's
     ``from_pretrained`` does; the config keeps upstream's (unsorted) order, which the module graph follows."""
-    import zoo
     from huggingface_hub import hf_hub_download
+
+    import zoo
 
     repo = _upstream_repo(fixture_dir, tmp_path / "flextok_d18_d28_dfn")
     uploaded = (repo / "config.json").read_text()

@@ -126,3 +126,71 @@ def test_parity_tokenunify_pretrained_card_reads_pretrained_weights_with_its_nex
         logits = model.forward_logits(io["ar.input"])
         assert (torch.sigmoid(logits) - io["ar.output"]).abs().max().item() < 1e-4
         assert (model.next_token_logits(logits) - io["ar.next_token_logits"]).abs().max().item() < 1e-5
+
+
+# ---- HoT and MotionBERT: checkpoints off the Hub --------------------------------------------------------
+def _hot_fixture(kind: str):
+    return parity_params("hot", where=lambda folder: folder.name == kind)
+
+
+def _run_like_upstream(model, config: dict, x: torch.Tensor) -> torch.Tensor:
+    torch.manual_seed(config["seeds"]["forward_seed"])  # TPC's tie-break noise, drawn as upstream draws it
+    with torch.no_grad():
+        return model(x, trace={})[0]
+
+
+@pytest.mark.parametrize("fixture_dir", _hot_fixture("hot_mixste"))
+def test_parity_hot_card_prints_the_command_that_converts_a_downloaded_release_with_its_settings(
+    fixture_dir, tmp_path, monkeypatch, zoo_cache, capsys
+):
+    from zoo.cards import read_card_data
+    from zoo.cli import main
+    from zoo.errors import OffHubWeightsError
+
+    folder = require_fixture(fixture_dir, "hot")
+    config, io = json.loads((folder / "config.json").read_text()), load_file(str(folder / "io.safetensors"))
+    c = config["constants"]
+    name = "hot-mixste-h36m-243"
+    with pytest.raises(OffHubWeightsError) as info:
+        zoo.load(name)
+    command = info.value.command
+    from zoo.registry import _card_folders
+
+    assert command in str(info.value) and command in (_card_folders()[name] / "README.md").read_text()
+    monkeypatch.chdir(tmp_path)
+    release = Path(command.split()[-1])  # where the card tells users to save the download
+    release.parent.mkdir(parents=True)
+    torch.save(dict(load_file(str(folder / "weights.safetensors"))), release)  # HoT saves a plain state_dict
+    settings = {"prune_before_block": c["layer_index"], "knn_k": c["knn_k"], "num_heads": c["num_heads"]}
+    cards = official_card_copy(name, tmp_path / "cards", options=settings)  # the tiny release's --layer_index
+    monkeypatch.setenv("TOKENZOO_CARDS_DIR", str(cards))
+    assert main(command.split()[1:]) == 0
+    model = zoo.load(name)
+    assert model.config.prune_before_block == c["layer_index"] and model.config.kept_frames == c["token_num"]
+    torch.testing.assert_close(_run_like_upstream(model, config, io["input_2d"]), io["output"], atol=1e-5, rtol=1e-4)
+    (manifest,) = conversions(name)
+    assert read_card_data(manifest.parent / "README.md")["converter_options"]["prune_before_block"] == c["layer_index"]
+
+
+@pytest.mark.parametrize("numpy_1_spelling", [False, True], ids=["numpy._core", "numpy.core"])
+@pytest.mark.parametrize("fixture_dir", _hot_fixture("hot_motionbert"))
+def test_parity_hot_motionbert_best_epoch_bin_with_a_numpy_min_loss_converts_with_upstream_option_names(
+    fixture_dir, numpy_1_spelling, tmp_path, capsys
+):
+    from tests.release_layouts import save_motionbert_best_epoch
+    from zoo.cards import read_card_data
+    from zoo.cli import main
+
+    folder = require_fixture(fixture_dir, "hot")
+    config, io = json.loads((folder / "config.json").read_text()), load_file(str(folder / "io.safetensors"))
+    c = config["constants"]
+    state = load_file(str(folder / "weights.safetensors"))
+    checkpoint = save_motionbert_best_epoch(state, tmp_path / "best_epoch.bin", numpy_1_spelling=numpy_1_spelling)
+    options = [f"layer_index={c['layer_index']}", f"token_num={c['token_num']}", f"num_heads={c['num_heads']}"]
+    argv = ["convert", "hot-motionbert", str(checkpoint), "--out", str(tmp_path / "converted")]
+    assert main(argv + [arg for option in options for arg in ("--option", option)]) == 0
+    model = zoo.load(tmp_path / "converted")
+    torch.testing.assert_close(_run_like_upstream(model, config, io["input_2d"]), io["output"], atol=1e-5, rtol=1e-4)
+    card = read_card_data(tmp_path / "converted" / "README.md")
+    assert card["converted_with"]["prune_before_block"] == c["layer_index"]
+    assert "prune_before_block=" in card["weights"] and "(given)" in card["weights"]

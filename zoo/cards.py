@@ -214,7 +214,7 @@ def upstream_files_section(name: str, data: dict[str, Any]) -> str:
     for f in recipe.files:
         where = f"`hf-hub:{f.repo}@{f.revision}`" if f.on_hub else f"<{f.url}>"
         what = f"`{f.filename}`" if f.filename else f"one file matching `{f.pattern}` in `{f.folder or '/'}`"
-        digest = f"`{f.sha256}`" if f.sha256 else "pinned on first download"
+        digest = f"`{f.sha256}`" if f.sha256 else "pinned on first use"
         role = "checkpoint" if f.option is None else f"option `{f.option}`"
         rows.append(f"| {what} | {where} | {digest} | {role} |")
     options = ", ".join(f"{k}={v!r}" for k, v in recipe.options.items()) or "none"
@@ -238,10 +238,15 @@ def upstream_files_section(name: str, data: dict[str, Any]) -> str:
             f"{options}):\n\n```bash\n{convert_command(recipe)}\n```\n\n"
             f"after which `zoo.load({name!r})` loads the converted copy."
         )
-    if any(f.sha256 is None for f in recipe.files):
+    if any(f.sha256 is None and f.on_hub for f in recipe.files):
         lines.append(
             "No sha256 is recorded for a file picked by pattern (its name could not be checked offline): the "
             "first download pins the file's name, commit and sha256, and every later download must match them."
+        )
+    if any(f.sha256 is None and not f.on_hub for f in recipe.files):
+        lines.append(
+            "No sha256 is recorded for a file off the Hub (it could not be read offline): the first conversion "
+            "pins the sha256 of the file given, and a later conversion must be given the same file."
         )
     return "\n\n".join(lines)
 
