@@ -38,6 +38,52 @@ License; tokenzoo does not include it (this is a clean reimplementation).
 """
 
 
+def _count(model_class, config) -> int:
+    import torch
+
+    with torch.device("meta"):
+        model = model_class(config)
+    return sum(p.numel() for p in model.parameters())
+
+
+def tokenizer_size(enc: int, dec: int) -> str:
+    """Parameters of a released FlexTok (width 64 x depth, 64-wide heads, the c16 VAE), counted on the meta device."""
+    from vision.flextok.model import FlexTok, FlexTokConfig
+
+    config = FlexTokConfig(encoder_dim=64 * enc, encoder_depth=enc, decoder_dim=64 * dec, decoder_depth=dec)
+    return f"{_count(FlexTok, config) / 1e9:.2f} B parameters (counted here; the VAE included)"
+
+
+def measured_parity() -> str:
+    """Token ids and VAE latents against upstream's on the FlexTok parity fixture, measured now."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from vision.flextok.convert import load_upstream
+    from zoo.parity import parity_root
+
+    folder = parity_root() / "flextok"
+    if not (folder / "config.json").is_file():
+        return "not measured (no parity fixture at hand when this card was written)"
+    model, io = load_upstream(folder / "weights.safetensors"), load_file(str(folder / "io.safetensors"))
+    ids = model.encode(io["images"]).ids
+    equal, total = int((ids == io["token_ids"]).sum()), io["token_ids"].numel()
+    upstream = json.loads((folder / "config.json").read_text())["upstream_config"]
+    depths = upstream["encoder"]["module_dict"]["enc_transformer"].get("depth", "?")
+    return (
+        f"{equal} of {total} token ids equal to upstream's on the public parity fixture (a random model with "
+        f"encoder depth {depths}, {io['images'].shape[0]} images), loaded from the fixture in the repo layout "
+        "EPFL-VILAB publishes (tests/test_flextok_hub.py)"
+    )
+
+
+def vae_size(channels: int) -> str:
+    from vision.flextok.vae import FlexTokVAE, FlexTokVAEConfig
+
+    return f"{_count(FlexTokVAE, FlexTokVAEConfig(latent_channels=channels)) / 1e6:.1f} M parameters (counted here)"
+
+
 def official_card(name: str):
     repo, enc, dec, data = OFFICIAL[name]
     summary = (
@@ -51,7 +97,8 @@ def official_card(name: str):
         "(`vision/flextok/convert.py`); nothing from the config is instantiated. A downloaded folder loads the same "
         "way (`zoo.load('local-dir:PATH')`), or converts to a zoo folder with "
         "`tokenzoo convert flextok PATH --out DIR`.\n\nDecoding on CPU is slow at this size (25 steps x 2 CFG "
-        "passes); use a GPU.\n" + LICENSE_BODY
+        "passes); use a GPU.\n"
+        f"\n## Size\n\n{tokenizer_size(enc, dec)}.\n\n## Parity with upstream\n\n{measured_parity()}.\n" + LICENSE_BODY
     ).replace("NAME", repr(name))
     return published_card(name, "flextok", repo, "upstream", summary, body)
 
@@ -67,7 +114,7 @@ def vae_card(name: str):
         f"loaded as published: `zoo.load({name!r})` reads the structural fields of its config.json (refusing any "
         "it does not implement), builds the AutoencoderKL and loads the weights strictly. `encode` returns the "
         "posterior mode as continuous tokens, embeddings (B, h*w, C) in row-major order; `decode` inverts it.\n"
-        + LICENSE_BODY
+        f"\n## Size\n\n{vae_size(channels)}.\n" + LICENSE_BODY
     )
     return published_card(name, "flextok-vae", repo, "diffusers", summary, body)
 

@@ -135,6 +135,18 @@ class FlexTokVAE(ZooModel):
 
         return FlexTok.preprocess(self, raw)  # same pipeline: resize, centre crop, [-1, 1]
 
+    def sample_inputs(self) -> list[str]:
+        """FlexTok's bundled demo images (paths)."""
+        from vision.flextok.model import FlexTok
+
+        return FlexTok.sample_inputs(self)
+
+    def postprocess(self, images: Tensor) -> list:
+        """(B, 3, H, W) in [-1, 1] -> list of PIL images."""
+        from vision.flextok.model import FlexTok
+
+        return FlexTok.postprocess(self, images)
+
     def check_images(self, images: Tensor) -> Tensor:
         check_float_tensor(images, "images", dims=4)
         _, c, h, w = images.shape
