@@ -71,6 +71,44 @@ def test_parity_s3tokenizer_card_loads_a_release_exported_in_upstreams_layout_wi
     assert model.config.variant == variant and len(conversions(name)) == 1
 
 
+@pytest.mark.parametrize("fixture_dir", parity_params("s3tokenizer"))
+def test_parity_s3tokenizer_published_mirror_loads_in_a_clean_cache_with_the_same_ids_and_no_conversion(
+    fixture_dir, hub, tmp_path, monkeypatch, capsys
+):
+    """``tokenzoo publish NAME --repo ORG/NAME`` pushes the conversion; a user with empty caches loads the mirror."""
+    from huggingface_hub import constants
+
+    from zoo.cards import read_card_data
+    from zoo.cli import main
+
+    folder = require_fixture(fixture_dir, "s3tokenizer")
+    info = json.loads((folder / "config.json").read_text())
+    variant, n_head = info["variant"], info["config"]["n_audio_head"]
+    io = load_file(str(folder / "io.safetensors"))
+    name = f"s3tokenizer-{variant}"
+    (spec,) = card_data(name)["upstream_files"]
+    release = release_s3tokenizer(variant, load_file(str(folder / "weights.safetensors")), n_head)
+    graph = export_s3tokenizer_release(release, tmp_path / "release" / spec["filename"])
+    hub.commit(spec["repo"], {spec["filename"]: graph.read_bytes()})
+    cards = official_card_copy(name, tmp_path / "cards", [{"sha256": sha256(graph)}], {"n_audio_head": n_head})
+    monkeypatch.setenv("TOKENZOO_CARDS_DIR", str(cards))
+
+    assert main(["publish", name, "--repo", f"mirror-org/{name}"]) == 0
+    (tmp_path / "published.md").write_bytes(hub.files(f"mirror-org/{name}")["README.md"])
+    card = read_card_data(tmp_path / "published.md")
+    assert card["license"] == "apache-2.0" and card["converted_from"][0]["sha256"] == sha256(graph)
+    assert card["converter_version"] >= 1 and card["converter"] == name
+
+    monkeypatch.setenv("TOKENZOO_CACHE", str(tmp_path / "a-users-empty-tokenzoo-cache"))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "a-users-empty-hf-cache"))
+    fetched = len(hub.downloads(spec["filename"]))
+    mirrored = zoo.load(f"hf-hub:mirror-org/{name}")
+    tokens = mirrored.encode(io["batch.wav"], lengths=io["batch.wav_len"])
+    for i, n in enumerate(tokens.lengths.tolist()):
+        assert torch.equal(tokens.ids[i, :n], io[f"clip{i}.codes"]), f"clip {i}"
+    assert len(hub.downloads(spec["filename"])) == fetched and conversions(name) == []  # nothing converted
+
+
 # ---- TokenUnify: training checkpoints in cyd0806/TokenUnify, picked by pattern --------------------------
 def _tokenunify_repo(hub, tmp_path, finetuned: Path, pretrained: Path) -> None:
     """cyd0806/TokenUnify as the authors describe it: fine-tuned files per scale at the root (beside a
