@@ -75,7 +75,8 @@ _CONV_NODE = re.compile(r"^/conv([12])/Conv$")
 
 # ---- ONNX -> upstream state dict ----------------------------------------------------------------
 def _onnx_constants(graph) -> dict[str, np.ndarray]:
-    """Every constant tensor of the graph by name: initializers and ``Constant`` node outputs.
+    """Every constant tensor of the graph by name: initializers, ``Constant`` node outputs, and the
+    ``Identity`` nodes through which ``torch.onnx.export`` names equal tensors it stores once.
 
     Not all of them are weights: ``torch.onnx.export`` writes scalar operands (the exponent of
     ``x.pow(2)``, LayerNorm's epsilon, attention's scale) as ``Constant`` nodes too. Which constants are
@@ -84,11 +85,14 @@ def _onnx_constants(graph) -> dict[str, np.ndarray]:
     from onnx import numpy_helper
 
     params = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
-    for node in graph.node:
+    for node in graph.node:  # in graph order, so an Identity of a Constant sees it
         if node.op_type == "Constant":
             for attribute in node.attribute:
                 if attribute.name == "value":
                     params[node.output[0]] = numpy_helper.to_array(attribute.t)
+        elif node.op_type == "Identity" and node.input[0] in params:
+            # the exporter stores equal tensors once and names the copies through Identity nodes
+            params[node.output[0]] = params[node.input[0]]
     return params
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from zoo.cards import make_card
+from zoo.cards import make_card, write_card
 
 ROOT = Path(__file__).resolve().parent.parent
 RELEASES = {
@@ -144,10 +144,7 @@ def write_cards(root: Path = ROOT / "hub_cards") -> list[Path]:
             upstream_files=[{"repo": r["hf_repo"], "filename": r["file"], "revision": "main", "sha256": r["sha256"]}],
             body=body,
         )
-        folder = root / name
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "README.md").write_text(str(card))
-        paths.append(folder / "README.md")
+        paths.append(write_card(root, name, card))
     return paths
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from zoo.cards import make_card
+from zoo.cards import make_card, write_card
 
 ROOT = Path(__file__).resolve().parent.parent
 HF_REPO = "cyd0806/TokenUnify"
@@ -77,17 +77,18 @@ def card(suffix: str, pretrained: bool, parity: str):
     file = {"repo": HF_REPO, "pattern": f"*{tag.lower()}*", "revision": "main"}
     if pretrained:
         file = {"repo": HF_REPO, "folder": PRETRAINED_FOLDER, "pattern": f"*{tag.lower()}*", "revision": "main"}
+    params = parameter_count(scale)
     if pretrained:
         summary = (
             f"TokenUnify-{tag}, pre-trained (not fine-tuned) by the authors on large EM volumes with mixture token "
             "prediction: the encoder whose tokens the paper studies. Weights are converted on first load."
         )
         size = (
-            "The architecture (widths, depths, decoder kernel, next-token head) is read off the weights on "
-            "conversion: the pre-training scripts and the fine-tuning factory use different defaults."
+            f"About {params / 1e6:.0f} M parameters if it has the `{scale}` scale's widths (the fine-tuning "
+            "factory's, counted here). The exact architecture (widths, depths, decoder kernel, next-token head) is "
+            "read off the weights on conversion: the pre-training scripts use other defaults than the factory."
         )
     else:
-        params = parameter_count(scale)
         summary = (
             f"TokenUnify-{tag}: the authors' Mamba + UNETR network fine-tuned for 3-channel affinities on EM neuron "
             f"segmentation (`TokenUnifyConfig.scale({scale!r})`). Weights are converted on first load."
@@ -126,15 +127,8 @@ def card(suffix: str, pretrained: bool, parity: str):
 
 def write_cards(root: Path = ROOT / "hub_cards") -> list[Path]:
     parity = measured_parity()
-    paths = []
-    for suffix in RELEASES:
-        for pretrained in (False, True):
-            name, text = card(suffix, pretrained, parity)
-            folder = root / name
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / "README.md").write_text(str(text))
-            paths.append(folder / "README.md")
-    return paths
+    cards = [card(suffix, pretrained, parity) for suffix in RELEASES for pretrained in (False, True)]
+    return [write_card(root, name, text) for name, text in cards]
 
 
 if __name__ == "__main__":

@@ -66,6 +66,23 @@ def test_a_pow_exponent_stored_as_a_constant_is_not_read_as_the_codebook(tmp_pat
     assert torch.equal(loaded.quantizer._codebook.embed, model.quantizer._codebook.embed)
 
 
+@pytest.mark.parametrize("variant", ["v1", "v2"])
+def test_equal_weights_the_exporter_stores_once_behind_identity_nodes_are_read(tmp_path, variant):
+    """Freshly initialised LayerNorms are all ones and zeros; torch.onnx.export keeps one copy of equal
+    tensors and names the rest through Identity nodes, which the converter must follow."""
+    model = tiny_model(variant)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "_ln." in name:
+                p.fill_(1.0 if name.endswith("weight") else 0.0)
+    build_release_graph(model, tmp_path / RELEASE_FILE[variant])
+    graph = onnx.load(str(tmp_path / RELEASE_FILE[variant])).graph
+    assert any(n.op_type == "Identity" for n in graph.node)
+    loaded = zoo.load(convert_checkpoint(f"s3tokenizer-{variant}", tmp_path / RELEASE_FILE[variant], tmp_path / "out"))
+    reference = model.state_dict()
+    assert all(torch.equal(v, reference[k]) for k, v in loaded.state_dict().items())
+
+
 @pytest.mark.parametrize("variant", ["v1", "v1_25hz", "v2", "v3"])
 def test_converted_release_graph_equals_the_model_it_was_built_from(tmp_path, variant):
     model = tiny_model(variant)

@@ -15,7 +15,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from video_pose.flops import flops_table
-from zoo.cards import make_card
+from zoo.cards import make_card, write_card
+
+ROOT = Path(__file__).resolve().parent.parent
 
 # Settings the checkpoints do not record, per arch: the released models' values (HoT's README commands).
 RELEASE_OPTIONS = {
@@ -148,8 +150,7 @@ def main() -> None:
             upstream_files=[{"url": f"https://github.com/{HOT}#pretrained-models", "filename": release}],
             body=body,
         )
-        Path(f"hub_cards/{name}").mkdir(parents=True, exist_ok=True)
-        Path(f"hub_cards/{name}/README.md").write_text(str(card))
+        write_card(ROOT / "hub_cards", name, card)
 
     MB = "Walter0807/MotionBERT"
     mb_where = (
@@ -210,8 +211,7 @@ def main() -> None:
             upstream_files=[{"url": f"https://github.com/{MB}/blob/main/docs/pose3d.md", "filename": release}],
             body=body,
         )
-        Path(f"hub_cards/{name}").mkdir(parents=True, exist_ok=True)
-        Path(f"hub_cards/{name}/README.md").write_text(str(card))
+        write_card(ROOT / "hub_cards", name, card)
 
 
 if __name__ == "__main__":

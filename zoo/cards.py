@@ -251,6 +251,14 @@ def upstream_files_section(name: str, data: dict[str, Any]) -> str:
     return "\n\n".join(lines)
 
 
+def write_card(root: str | Path, name: str, card: Any) -> Path:
+    """Write ``card`` as ``root/name/README.md`` (the folder is made if needed); returns the path."""
+    path = Path(root) / name / "README.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(str(card))
+    return path
+
+
 def _eval_result(metric: dict[str, Any]):
     from huggingface_hub import EvalResult
 

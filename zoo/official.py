@@ -385,6 +385,24 @@ def _convert(recipe: Recipe, paths: list[Path], sources: list[dict], card: Path 
     return final
 
 
+def _gather(
+    recipe: Recipe, given: dict[str | None, Path], pins: dict, local_files_only: bool, cache_dir
+) -> tuple[list[Path], list[dict]]:
+    """Every upstream file of the recipe as a checked local path: the ``given`` copies (keyed by option) or
+    downloads. The pins are updated with what each file turned out to be and written back."""
+    paths, sources = [], []
+    for f in recipe.files:
+        if f.option in given:
+            path, source = Path(given[f.option]), verify_local_file(f, given[f.option], pins)
+        else:
+            path, source = fetch_file(recipe.name, f, pins, local_files_only, cache_dir)
+        paths.append(path)
+        sources.append(source)
+        pins[_spec_key(f)] = source
+    _write_pins(recipe.name, pins)
+    return paths, sources
+
+
 def converted_folder(
     name: str,
     data: dict[str, Any],
@@ -411,13 +429,7 @@ def converted_folder(
         digests = _known_digests(recipe, pins)
         if digests is not None and is_finished(folder := _entry_dir(name) / entry_key(recipe, digests)):
             return folder  # another process converted it while this one waited
-        paths, sources = [], []
-        for f in recipe.files:
-            path, source = fetch_file(name, f, pins, local_files_only, cache_dir)
-            paths.append(path)
-            sources.append(source)
-            pins[_spec_key(f)] = source
-        _write_pins(name, pins)
+        paths, sources = _gather(recipe, {}, pins, local_files_only, cache_dir)
         return _convert(recipe, paths, sources, card)
 
 
@@ -446,17 +458,7 @@ def convert_local_files(
         must = ", ".join(flag(o) for o in sorted(needed, key=str)) or "none"
         raise ConfigError(f"{name} converts from {wanted}; off the Hub, and so required: {must}")
     with _lock(name):
-        pins = read_pins(name)
-        paths, sources = [], []
-        for f in recipe.files:
-            if f.option not in files:
-                path, source = fetch_file(name, f, pins, local_files_only, cache_dir)
-            else:
-                path, source = Path(files[f.option]), verify_local_file(f, files[f.option], pins)
-            paths.append(path)
-            sources.append(source)
-            pins[_spec_key(f)] = source
-        _write_pins(name, pins)
+        paths, sources = _gather(recipe, files, read_pins(name), local_files_only, cache_dir)
         return _convert(recipe, paths, sources, card)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from vision.flextok.model import LICENSE_NOTE
-from zoo.cards import make_card
+from zoo.cards import make_card, write_card
 
 PAPER = "https://arxiv.org/abs/2502.13967"
 UPSTREAM = "apple/ml-flextok"
@@ -54,10 +54,7 @@ def tokenizer_size(enc: int, dec: int) -> str:
     return f"{_count(FlexTok, config) / 1e9:.2f} B parameters (counted here; the VAE included)"
 
 
-def measured_parity() -> str:
-    """Token ids and VAE latents against upstream's on the FlexTok parity fixture, measured now."""
-    import json
-
+def _fixture():
     from safetensors.torch import load_file
 
     from vision.flextok.convert import load_upstream
@@ -65,8 +62,17 @@ def measured_parity() -> str:
 
     folder = parity_root() / "flextok"
     if not (folder / "config.json").is_file():
+        return None, None, None
+    return folder, load_upstream(folder / "weights.safetensors"), load_file(str(folder / "io.safetensors"))
+
+
+def measured_parity() -> str:
+    """Token ids against upstream's on the FlexTok parity fixture, measured now."""
+    import json
+
+    folder, model, io = _fixture()
+    if folder is None:
         return "not measured (no parity fixture at hand when this card was written)"
-    model, io = load_upstream(folder / "weights.safetensors"), load_file(str(folder / "io.safetensors"))
     ids = model.encode(io["images"]).ids
     equal, total = int((ids == io["token_ids"]).sum()), io["token_ids"].numel()
     upstream = json.loads((folder / "config.json").read_text())["upstream_config"]
@@ -75,6 +81,23 @@ def measured_parity() -> str:
         f"{equal} of {total} token ids equal to upstream's on the public parity fixture (a random model with "
         f"encoder depth {depths}, {io['images'].shape[0]} images), loaded from the fixture in the repo layout "
         "EPFL-VILAB publishes (tests/test_flextok_hub.py)"
+    )
+
+
+def vae_parity() -> str:
+    """The VAE's latents against upstream's on the FlexTok parity fixture (its VAE is this architecture)."""
+    import torch
+
+    folder, model, io = _fixture()
+    if folder is None:
+        return "not measured (no parity fixture at hand when this card was written)"
+    with torch.no_grad():
+        latents = model.vae.encode(io["images"]).latent_dist.mode() * model.config.vae_scaling_factor
+    diff = (latents - io["vae_latents"]).abs().max().item()
+    return (
+        f"Latents within {diff:.1e} (max abs) of upstream's on the public parity fixture (a random VAE of this "
+        f"architecture with {latents.shape[1]} latent channels; tolerance 1e-5), also loaded from the diffusers "
+        "folder layout EPFL-VILAB publishes (tests/test_flextok_hub.py)"
     )
 
 
@@ -114,7 +137,7 @@ def vae_card(name: str):
         f"loaded as published: `zoo.load({name!r})` reads the structural fields of its config.json (refusing any "
         "it does not implement), builds the AutoencoderKL and loads the weights strictly. `encode` returns the "
         "posterior mode as continuous tokens, embeddings (B, h*w, C) in row-major order; `decode` inverts it.\n"
-        f"\n## Size\n\n{vae_size(channels)}.\n" + LICENSE_BODY
+        f"\n## Size\n\n{vae_size(channels)}.\n\n## Parity with upstream\n\n{vae_parity()}.\n" + LICENSE_BODY
     )
     return published_card(name, "flextok-vae", repo, "diffusers", summary, body)
 
@@ -203,13 +226,9 @@ off; from eight on, colours and layout follow the input. The training record is 
 
 def write_official_cards(root: Path = Path("hub_cards")) -> None:
     for name in OFFICIAL:
-        folder = root / name
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "README.md").write_text(str(official_card(name)))
+        write_card(root, name, official_card(name))
     for name in OFFICIAL_VAES:
-        folder = root / name
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "README.md").write_text(str(vae_card(name)))
+        write_card(root, name, vae_card(name))
 
 
 if __name__ == "__main__":
