@@ -162,12 +162,15 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
     options = {k: _option_value(v) for k, v in parse_assignments(args.option, "--option").items()}
     files = {k: Path(v) for k, v in parse_assignments(args.file, "--file").items()}
+    folders = _card_folders()
+    official = args.arch in folders and bool(card_data(args.arch).get("upstream_files"))
+    if not official and args.arch not in CONVERTERS:
+        raise UnknownModelError(args.arch, CONVERTERS, kind="architecture with a converter")
     source = Path(args.checkpoint)
     for path in (source, *files.values()):
         if not path.exists():
             raise ModelFileNotFoundError(str(path.resolve().parent), path.name, hint="No such checkpoint.")
-    folders = _card_folders()
-    if args.arch in folders and card_data(args.arch).get("upstream_files"):  # an official model, by name
+    if official:  # an official model, by name: its card's recipe, into the cache
         from zoo.official import convert_local_files
 
         if options or args.out:
@@ -180,8 +183,6 @@ def cmd_convert(args: argparse.Namespace) -> int:
         )
         print(f"converted {args.arch} into {out}; zoo.load({args.arch!r}) now loads it")
         return 0
-    if args.arch not in CONVERTERS:
-        raise UnknownModelError(args.arch, CONVERTERS, kind="architecture with a converter")
     if not args.out:
         raise ConfigError(f"tokenzoo convert {args.arch} needs --out DIR (the folder to write)")
     module_name, function_name = CONVERTERS[args.arch].split(":")
