@@ -122,3 +122,31 @@ def test_update_readme_without_markers_is_an_error(tmp_path):
     readme.write_text("no markers here\n")
     with pytest.raises(ValueError, match="models-table"):
         update_readme(readme, table="| x |\n")
+
+
+def _official_cards() -> list[str]:
+    from zoo.registry import _card_folders, card_data, list_models
+
+    return [
+        n
+        for n in list_models()
+        if not (_card_folders()[n] / "model.safetensors").is_file()
+        and (card_data(n).get("upstream_files") or card_data(n).get("hub_repo"))
+    ]
+
+
+@pytest.mark.parametrize("name", _official_cards())
+def test_an_official_card_states_license_size_upstream_files_and_measured_parity(name):
+    import re
+
+    from zoo.registry import _card_folders, card_data
+
+    data, text = card_data(name), (_card_folders()[name] / "README.md").read_text()
+    assert card_license(data) not in ("", "unknown")
+    assert re.search(r"\d[\d.,]* ?[MB]? parameters", text), f"{name}: no size"
+    parity = re.search(r"## Parity with upstream\n\n(.+)", text)
+    assert parity and ("equal" in parity[1] or "within" in parity[1] or "not measured for plain" in parity[1]), name
+    for f in data.get("upstream_files", []):
+        assert (f.get("filename") or f["pattern"]) in text
+        if f.get("sha256"):
+            assert f["sha256"] in text
