@@ -269,6 +269,24 @@ def test_an_off_hub_file_raises_with_the_exact_command_which_then_converts_into_
     assert same_ids(zoo.load("tiny-off-hub"), official.source)
 
 
+def test_a_card_with_its_checkpoint_on_the_hub_and_a_second_file_off_it_converts_by_the_printed_command(
+    official, capsys
+):
+    from zoo.cli import main
+
+    shift = official.tmp / "bias_shift.pt"
+    torch.save(torch.full((official.source.config.dim,), 0.25), shift)
+    second = {"url": "https://elsewhere.example/weights", "filename": "bias_shift.pt", "option": "bias_shift"}
+    write_card(official.cards, "tiny-split", [official.spec, second])
+    with pytest.raises(OffHubWeightsError) as info:
+        zoo.load("tiny-split")
+    assert info.value.command == "tokenzoo convert tiny-split --file bias_shift=bias_shift.pt"
+    argv = info.value.command.split()[1:]
+    assert main([*argv[:-1], f"bias_shift={shift}"]) == 0  # the file's path where the user saved it
+    model = zoo.load("tiny-split")
+    torch.testing.assert_close(model.proj.bias, official.source.proj.bias + 0.25)
+
+
 def test_converting_a_wrong_file_for_an_off_hub_card_names_the_hash_mismatch(official, capsys):
     from zoo.cli import main
 

@@ -166,8 +166,11 @@ def cmd_convert(args: argparse.Namespace) -> int:
     official = args.arch in folders and bool(card_data(args.arch).get("upstream_files"))
     if not official and args.arch not in CONVERTERS:
         raise UnknownModelError(args.arch, CONVERTERS, kind="architecture with a converter")
-    source = Path(args.checkpoint)
-    for path in (source, *files.values()):
+    if args.checkpoint is None and not official:
+        raise ConfigError(f"tokenzoo convert {args.arch} needs the CHECKPOINT to convert")
+    if args.checkpoint is not None:
+        files = {None: Path(args.checkpoint), **files}
+    for path in files.values():
         if not path.exists():
             raise ModelFileNotFoundError(str(path.resolve().parent), path.name, hint="No such checkpoint.")
     if official:  # an official model, by name: its card's recipe, into the cache
@@ -178,15 +181,14 @@ def cmd_convert(args: argparse.Namespace) -> int:
                 f"{args.arch}'s card fixes the converter and its options, and the conversion goes to the tokenzoo "
                 "cache; convert by arch (tokenzoo convert ARCH CKPT --out DIR --option ...) to choose your own"
             )
-        out = convert_local_files(
-            args.arch, card_data(args.arch), {None: source, **files}, card=folders[args.arch] / "README.md"
-        )
+        out = convert_local_files(args.arch, card_data(args.arch), files, card=folders[args.arch] / "README.md")
         print(f"converted {args.arch} into {out}; zoo.load({args.arch!r}) now loads it")
         return 0
     if not args.out:
         raise ConfigError(f"tokenzoo convert {args.arch} needs --out DIR (the folder to write)")
     module_name, function_name = CONVERTERS[args.arch].split(":")
     convert = getattr(importlib.import_module(module_name), function_name)
+    source = files.pop(None)
     out = convert(args.arch, source, Path(args.out), **options, **files)
     print(f"wrote {out}; load it with zoo.load({str(out)!r})")
     return 0
@@ -240,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="convert an upstream checkpoint into a zoo model folder (by arch), or into the cache (by model name)",
     )
     p.add_argument("arch", help="an arch with a converter, or an official model's name (then no --out, no --option)")
-    p.add_argument("checkpoint")
+    p.add_argument("checkpoint", nargs="?", help="the upstream file (by name: omit it if the card fetches it)")
     p.add_argument("--out", help="the folder to write (by arch)")
     p.add_argument(
         "--option",

@@ -154,10 +154,9 @@ def recipe_of(name: str, data: dict[str, Any]) -> Recipe | None:
 def convert_command(recipe: Recipe) -> str:
     """The command that converts downloaded copies of the recipe's off-Hub files into the cache."""
     parts = ["tokenzoo", "convert", recipe.name]
-    for f in recipe.files:
-        if f.on_hub:
-            continue
-        parts.append(f.filename if f.option is None else f"--file {f.option}={f.filename}")
+    for f in recipe.files:  # the converter's src first (a positional argument), then --file OPTION=FILE
+        if not f.on_hub:
+            parts.append(f.filename if f.option is None else f"--file {f.option}={f.filename}")
     return " ".join(parts)
 
 
