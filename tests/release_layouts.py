@@ -166,7 +166,17 @@ class _Encoders(nn.Module):
 class ReleaseS3Tokenizer(nn.Module):
     """(1, n_mels, T) log-mel -> (1, T') token ids, with the module tree of the released graphs."""
 
-    def __init__(self, variant: str, n_state: int, n_head: int, n_layer: int, n_mels: int = 128, n_ctx: int = 1500):
+    def __init__(
+        self,
+        variant: str,
+        n_state: int,
+        n_head: int,
+        n_layer: int,
+        n_mels: int = 128,
+        n_ctx: int = 1500,
+        codebook_size: int = 4096,
+        fsmn_kernel: int = 31,
+    ):
         super().__init__()
         self.variant = variant
         fsq = variant in ("v2", "v3")
@@ -176,8 +186,8 @@ class ReleaseS3Tokenizer(nn.Module):
             self.conv1, self.conv2 = convs.conv1, convs.conv2
         else:
             self.encoders = convs
-        self.blocks = nn.ModuleList(ReleaseBlock(n_state, n_head, 31 if fsq else None) for _ in range(n_layer))
-        self.quantizer = ReleaseFSQ(n_state) if fsq else ReleaseVQ(4096, n_state)
+        self.blocks = nn.ModuleList(ReleaseBlock(n_state, n_head, fsmn_kernel if fsq else None) for _ in range(n_layer))
+        self.quantizer = ReleaseFSQ(n_state) if fsq else ReleaseVQ(codebook_size, n_state)
         if fsq:  # rotary tables for 64-wide heads and 2048 positions, as upstream precomputes them
             head_dim = n_state // n_head
             inv_freq = 10000.0 ** (-torch.arange(0, head_dim, 2).float() / head_dim)
@@ -221,8 +231,14 @@ def release_s3tokenizer(variant: str, state: dict[str, Tensor], n_head: int) -> 
     """The release-layout module of ``variant`` holding ``state`` (upstream key names); sizes from the shapes."""
     n_state, n_mels, _ = state["encoder.conv1.weight"].shape
     n_layer = 1 + max(int(k.split(".")[2]) for k in state if k.startswith("encoder.blocks."))
-    n_ctx = state["encoder.positional_embedding"].shape[0] if "encoder.positional_embedding" in state else 1500
-    module = ReleaseS3Tokenizer(variant, n_state, n_head, n_layer, n_mels=n_mels, n_ctx=n_ctx)
+    sizes = {"n_mels": n_mels}
+    if "encoder.positional_embedding" in state:
+        sizes["n_ctx"] = state["encoder.positional_embedding"].shape[0]
+    if "quantizer._codebook.embed" in state:
+        sizes["codebook_size"] = state["quantizer._codebook.embed"].shape[0]
+    if "encoder.blocks.0.attn.fsmn_block.weight" in state:
+        sizes["fsmn_kernel"] = state["encoder.blocks.0.attn.fsmn_block.weight"].shape[-1]
+    module = ReleaseS3Tokenizer(variant, n_state, n_head, n_layer, **sizes)
     return module.load_upstream_state(state)
 
 

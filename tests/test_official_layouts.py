@@ -199,7 +199,7 @@ def test_parity_hot_card_prints_the_command_that_converts_a_downloaded_release_w
     release = Path(command.split()[-1])  # where the card tells users to save the download
     release.parent.mkdir(parents=True)
     torch.save(dict(load_file(str(folder / "weights.safetensors"))), release)  # HoT saves a plain state_dict
-    settings = {"prune_before_block": c["layer_index"], "knn_k": c["knn_k"], "num_heads": c["num_heads"]}
+    settings = {"prune_before_block": c["layer_index"], "knn_k": c.get("knn_k", 2), "num_heads": c["num_heads"]}
     cards = official_card_copy(name, tmp_path / "cards", options=settings)  # the tiny release's --layer_index
     monkeypatch.setenv("TOKENZOO_CARDS_DIR", str(cards))
     assert main(command.split()[1:]) == 0
