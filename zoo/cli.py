@@ -157,6 +157,8 @@ def _option_value(text: str):
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
+    """By arch (``--out DIR``): the family's converter writes a folder. By an official model's name (no
+    ``--out``): the card's recipe converts downloaded copies of its upstream files into the tokenzoo cache."""
     from zoo.errors import ConfigError, ModelFileNotFoundError, UnknownModelError
     from zoo.registry import CONVERTERS, _card_folders, card_data
 
@@ -164,23 +166,27 @@ def cmd_convert(args: argparse.Namespace) -> int:
     files = {k: Path(v) for k, v in parse_assignments(args.file, "--file").items()}
     folders = _card_folders()
     official = args.arch in folders and bool(card_data(args.arch).get("upstream_files"))
-    if not official and args.arch not in CONVERTERS:
-        raise UnknownModelError(args.arch, CONVERTERS, kind="architecture with a converter")
-    if args.checkpoint is None and not official:
+    by_name = official and args.out is None
+    if not by_name and args.arch not in CONVERTERS:
+        hint = (
+            f" ({args.arch} is an official model: drop --out to convert it into the tokenzoo cache)" if official else ""
+        )
+        raise UnknownModelError(args.arch, CONVERTERS, kind="architecture with a converter", hint=hint)
+    if by_name and options:
+        raise ConfigError(
+            f"{args.arch}'s card fixes the converter and its options; to choose your own, convert by arch "
+            f"(tokenzoo convert {card_data(args.arch)['converter']} CKPT --out DIR --option ...)"
+        )
+    if args.checkpoint is None and not by_name:
         raise ConfigError(f"tokenzoo convert {args.arch} needs the CHECKPOINT to convert")
     if args.checkpoint is not None:
         files = {None: Path(args.checkpoint), **files}
     for path in files.values():
         if not path.exists():
             raise ModelFileNotFoundError(str(path.resolve().parent), path.name, hint="No such checkpoint.")
-    if official:  # an official model, by name: its card's recipe, into the cache
+    if by_name:
         from zoo.official import convert_local_files
 
-        if options or args.out:
-            raise ConfigError(
-                f"{args.arch}'s card fixes the converter and its options, and the conversion goes to the tokenzoo "
-                "cache; convert by arch (tokenzoo convert ARCH CKPT --out DIR --option ...) to choose your own"
-            )
         out = convert_local_files(args.arch, card_data(args.arch), files, card=folders[args.arch] / "README.md")
         print(f"converted {args.arch} into {out}; zoo.load({args.arch!r}) now loads it")
         return 0
@@ -241,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
         "convert",
         help="convert an upstream checkpoint into a zoo model folder (by arch), or into the cache (by model name)",
     )
-    p.add_argument("arch", help="an arch with a converter, or an official model's name (then no --out, no --option)")
+    p.add_argument("arch", help="an arch with a converter (with --out), or an official model's name (without --out)")
     p.add_argument("checkpoint", nargs="?", help="the upstream file (by name: omit it if the card fetches it)")
     p.add_argument("--out", help="the folder to write (by arch)")
     p.add_argument(
