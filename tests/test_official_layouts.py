@@ -19,14 +19,21 @@ import torch
 from safetensors.torch import load_file
 
 import zoo
-from tests.helpers import parity_params, require_fixture
+from tests.helpers import parity_params
 from tests.release_layouts import (
     RELEASE_FILE,
     export_s3tokenizer_release,
     official_card_copy,
     release_s3tokenizer,
 )
+from tests.test_audio_parity import EXACT, assert_clip_ids, clips
+from tests.test_audio_parity import _fixture as s3_fixture
+from tests.test_em_parity import fixture as em_fixture
+from tests.test_em_parity import folders as em_folders
+from tests.test_video_pose_parity import fixture_of as hot_fixture
+from tests.test_video_pose_parity import fixtures_holding, floats, forward_like_upstream
 from zoo.errors import ChecksumMismatchError
+from zoo.parity import assert_close
 from zoo.registry import card_data
 
 
@@ -45,14 +52,12 @@ def conversions(name: str) -> list[Path]:
 def test_parity_s3tokenizer_card_loads_a_release_exported_in_upstreams_layout_with_upstreams_ids(
     fixture_dir, hub, tmp_path, monkeypatch
 ):
-    folder = require_fixture(fixture_dir, "s3tokenizer")
-    info = json.loads((folder / "config.json").read_text())
-    variant, n_head = info["variant"], info["config"]["n_audio_head"]
-    io = load_file(str(folder / "io.safetensors"))
-    release = release_s3tokenizer(variant, load_file(str(folder / "weights.safetensors")), n_head)
-    clips = sorted({k.split(".")[0] for k in io if k.startswith("clip") and k.endswith(".codes")})
-    for clip in clips:  # the layout module computes upstream's function, so its export is an honest release
-        assert torch.equal(release(io[f"{clip}.mel"][None])[0], io[f"{clip}.codes"]), clip
+    fixture, reference, tols = s3_fixture(fixture_dir)
+    io, variant, n_head = fixture.io, fixture.config["variant"], fixture.config["config"]["n_audio_head"]
+    release = release_s3tokenizer(variant, load_file(fixture.weights_file), n_head)
+    for clip in clips(fixture):  # the layout module computes upstream's function, so its export is an honest release
+        ids = release(io[f"{clip}.mel"][None])[0]
+        assert_clip_ids(reference, ids, clip, fixture, tols, f"release module {clip}")
     name = f"s3tokenizer-{variant}"
     (spec,) = card_data(name)["upstream_files"]
     assert spec["filename"] == RELEASE_FILE[variant]
@@ -65,9 +70,9 @@ def test_parity_s3tokenizer_card_loads_a_release_exported_in_upstreams_layout_wi
     monkeypatch.setenv("TOKENZOO_CARDS_DIR", str(cards))
     model = zoo.load(name)
     tokens = model.encode(io["batch.wav"], lengths=io["batch.wav_len"])
-    assert torch.equal(tokens.lengths, io["batch.codes_len"])
-    for i, n in enumerate(tokens.lengths.tolist()):
-        assert torch.equal(tokens.ids[i, :n], io[f"clip{i}.codes"]), f"clip {i}"
+    assert_close(tokens.lengths, io["batch.codes_len"], EXACT, "batch.codes_len")
+    for i, (clip, n) in enumerate(zip(clips(fixture), tokens.lengths.tolist())):
+        assert_clip_ids(model, tokens.ids[i, :n], clip, fixture, tols, f"{name} {clip}")
     assert model.config.variant == variant and len(conversions(name)) == 1
 
 
@@ -81,13 +86,11 @@ def test_parity_s3tokenizer_published_mirror_loads_in_a_clean_cache_with_the_sam
     from zoo.cards import read_card_data
     from zoo.cli import main
 
-    folder = require_fixture(fixture_dir, "s3tokenizer")
-    info = json.loads((folder / "config.json").read_text())
-    variant, n_head = info["variant"], info["config"]["n_audio_head"]
-    io = load_file(str(folder / "io.safetensors"))
+    fixture, _, tols = s3_fixture(fixture_dir)
+    io, variant, n_head = fixture.io, fixture.config["variant"], fixture.config["config"]["n_audio_head"]
     name = f"s3tokenizer-{variant}"
     (spec,) = card_data(name)["upstream_files"]
-    release = release_s3tokenizer(variant, load_file(str(folder / "weights.safetensors")), n_head)
+    release = release_s3tokenizer(variant, load_file(fixture.weights_file), n_head)
     graph = export_s3tokenizer_release(release, tmp_path / "release" / spec["filename"])
     hub.commit(spec["repo"], {spec["filename"]: graph.read_bytes()})
     cards = official_card_copy(name, tmp_path / "cards", [{"sha256": sha256(graph)}], {"n_audio_head": n_head})
@@ -104,8 +107,8 @@ def test_parity_s3tokenizer_published_mirror_loads_in_a_clean_cache_with_the_sam
     fetched = len(hub.downloads(spec["filename"]))
     mirrored = zoo.load(f"hf-hub:mirror-org/{name}")
     tokens = mirrored.encode(io["batch.wav"], lengths=io["batch.wav_len"])
-    for i, n in enumerate(tokens.lengths.tolist()):
-        assert torch.equal(tokens.ids[i, :n], io[f"clip{i}.codes"]), f"clip {i}"
+    for i, (clip, n) in enumerate(zip(clips(fixture), tokens.lengths.tolist())):
+        assert_clip_ids(mirrored, tokens.ids[i, :n], clip, fixture, tols, f"mirrored {clip}")
     assert len(hub.downloads(spec["filename"])) == fetched and conversions(name) == []  # nothing converted
 
 
@@ -120,38 +123,32 @@ def _tokenunify_repo(hub, tmp_path, finetuned: Path, pretrained: Path) -> None:
     hub.commit("cyd0806/TokenUnify", files)
 
 
-def _tokenunify_fixture(kind: str):
-    return parity_params("tokenunify", where=lambda folder: folder.name == kind)
-
-
-@pytest.mark.parametrize("fixture_dir", _tokenunify_fixture("model"))
+@pytest.mark.parametrize("fixture_dir", em_folders("model"))
 def test_parity_tokenunify_card_picks_the_root_checkpoint_by_pattern_pins_it_and_matches_upstream(
     fixture_dir, hub, tmp_path
 ):
     from tests.release_layouts import save_tokenunify_training_checkpoint
     from zoo.official import read_pins
 
-    folder = require_fixture(fixture_dir, "tokenunify")
-    state, io = load_file(str(folder / "weights.safetensors")), load_file(str(folder / "io.safetensors"))
+    _, state, io, tols = em_fixture(fixture_dir)
     checkpoint = save_tokenunify_training_checkpoint(state, tmp_path / "checkpoint-399.pth")
     _tokenunify_repo(hub, tmp_path, checkpoint, checkpoint)
     model = zoo.load("tokenunify-100m")  # the card itself: no hash to replace, the first download pins one
     with torch.no_grad():
-        assert (model(io["input"]) - io["output"]).abs().max().item() < 1e-4  # the fixture README's tolerance
+        assert_close(model(io["input"]), io["output"], tols["output"], "output")
     (pin,) = read_pins("tokenunify-100m").values()
     assert pin["filename"] == "TokenUnify-100M.pth" and pin["sha256"] == sha256(checkpoint)
     assert pin["commit"] == hub.head("cyd0806/TokenUnify")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fixture_dir", _tokenunify_fixture("pretext"))
+@pytest.mark.parametrize("fixture_dir", em_folders("pretext"))
 def test_parity_tokenunify_pretrained_card_reads_pretrained_weights_with_its_next_token_head(
     fixture_dir, hub, tmp_path, monkeypatch
 ):
     from tests.release_layouts import save_tokenunify_training_checkpoint
 
-    folder = require_fixture(fixture_dir, "tokenunify")
-    state, io = load_file(str(folder / "weights.safetensors")), load_file(str(folder / "io.safetensors"))
+    _, state, io, tols = em_fixture(fixture_dir)
     pretrained = save_tokenunify_training_checkpoint(state, tmp_path / "pre" / "checkpoint-799.pth")
     finetuned = save_tokenunify_training_checkpoint({"other": torch.zeros(1)}, tmp_path / "fine" / "c.pth")
     _tokenunify_repo(hub, tmp_path, finetuned, pretrained)
@@ -162,22 +159,22 @@ def test_parity_tokenunify_pretrained_card_reads_pretrained_weights_with_its_nex
     assert model.config.next_token_head
     with torch.no_grad():
         logits = model.forward_logits(io["ar.input"])
-        assert (torch.sigmoid(logits) - io["ar.output"]).abs().max().item() < 1e-4
-        assert (model.next_token_logits(logits) - io["ar.next_token_logits"]).abs().max().item() < 1e-5
+        head = model.next_token_logits(logits)
+    assert_close(torch.sigmoid(logits), io["ar.output"], tols["ar.output"], "ar.output")
+    assert_close(head, io["ar.next_token_logits"], tols["ar.next_token_logits"], "ar.next_token_logits")
 
 
 # ---- HoT and MotionBERT: checkpoints off the Hub --------------------------------------------------------
-def _hot_fixture(kind: str):
-    return parity_params("hot", where=lambda folder: folder.name == kind)
+def _models(prefix: str) -> list:
+    """HoT model fixtures whose upstream model is ``prefix``* (hot_mixste, hot_motionbert), from config.json."""
+    return [p for p in fixtures_holding("model") if p.values[0] is None or _model_name(p.values[0]).startswith(prefix)]
 
 
-def _run_like_upstream(model, config: dict, x: torch.Tensor) -> torch.Tensor:
-    torch.manual_seed(config["seeds"]["forward_seed"])  # TPC's tie-break noise, drawn as upstream draws it
-    with torch.no_grad():
-        return model(x, trace={})[0]
+def _model_name(folder: Path) -> str:
+    return json.loads((folder / "config.json").read_text())["model"]
 
 
-@pytest.mark.parametrize("fixture_dir", _hot_fixture("hot_mixste"))
+@pytest.mark.parametrize("fixture_dir", _models("hot_mixste"))
 def test_parity_hot_card_prints_the_command_that_converts_a_downloaded_release_with_its_settings(
     fixture_dir, tmp_path, monkeypatch, zoo_cache, capsys
 ):
@@ -185,9 +182,8 @@ def test_parity_hot_card_prints_the_command_that_converts_a_downloaded_release_w
     from zoo.cli import main
     from zoo.errors import OffHubWeightsError
 
-    folder = require_fixture(fixture_dir, "hot")
-    config, io = json.loads((folder / "config.json").read_text()), load_file(str(folder / "io.safetensors"))
-    c = config["constants"]
+    fixture = hot_fixture(fixture_dir)
+    c = fixture.config["constants"]
     name = "hot-mixste-h36m-243"
     with pytest.raises(OffHubWeightsError) as info:
         zoo.load(name)
@@ -198,20 +194,21 @@ def test_parity_hot_card_prints_the_command_that_converts_a_downloaded_release_w
     monkeypatch.chdir(tmp_path)
     release = Path(command.split()[-1])  # where the card tells users to save the download
     release.parent.mkdir(parents=True)
-    torch.save(dict(load_file(str(folder / "weights.safetensors"))), release)  # HoT saves a plain state_dict
+    torch.save(dict(load_file(fixture.weights_file)), release)  # HoT saves a plain state_dict
     settings = {"prune_before_block": c["layer_index"], "knn_k": c.get("knn_k", 2), "num_heads": c["num_heads"]}
     cards = official_card_copy(name, tmp_path / "cards", options=settings)  # the tiny release's --layer_index
     monkeypatch.setenv("TOKENZOO_CARDS_DIR", str(cards))
     assert main(command.split()[1:]) == 0
     model = zoo.load(name)
     assert model.config.prune_before_block == c["layer_index"] and model.config.kept_frames == c["token_num"]
-    torch.testing.assert_close(_run_like_upstream(model, config, io["input_2d"]), io["output"], atol=1e-5, rtol=1e-4)
+    out, _ = forward_like_upstream(model, fixture)
+    assert_close(out, fixture.io["output"], floats(fixture.config), "output")
     (manifest,) = conversions(name)
     assert read_card_data(manifest.parent / "README.md")["converter_options"]["prune_before_block"] == c["layer_index"]
 
 
 @pytest.mark.parametrize("numpy_1_spelling", [False, True], ids=["numpy._core", "numpy.core"])
-@pytest.mark.parametrize("fixture_dir", _hot_fixture("hot_motionbert"))
+@pytest.mark.parametrize("fixture_dir", _models("hot_motionbert"))
 def test_parity_hot_motionbert_best_epoch_bin_with_a_numpy_min_loss_converts_with_upstream_option_names(
     fixture_dir, numpy_1_spelling, tmp_path, capsys
 ):
@@ -219,16 +216,16 @@ def test_parity_hot_motionbert_best_epoch_bin_with_a_numpy_min_loss_converts_wit
     from zoo.cards import read_card_data
     from zoo.cli import main
 
-    folder = require_fixture(fixture_dir, "hot")
-    config, io = json.loads((folder / "config.json").read_text()), load_file(str(folder / "io.safetensors"))
-    c = config["constants"]
-    state = load_file(str(folder / "weights.safetensors"))
+    fixture = hot_fixture(fixture_dir)
+    c = fixture.config["constants"]
+    state = load_file(fixture.weights_file)
     checkpoint = save_motionbert_best_epoch(state, tmp_path / "best_epoch.bin", numpy_1_spelling=numpy_1_spelling)
     options = [f"layer_index={c['layer_index']}", f"token_num={c['token_num']}", f"num_heads={c['num_heads']}"]
     argv = ["convert", "hot-motionbert", str(checkpoint), "--out", str(tmp_path / "converted")]
     assert main(argv + [arg for option in options for arg in ("--option", option)]) == 0
     model = zoo.load(tmp_path / "converted")
-    torch.testing.assert_close(_run_like_upstream(model, config, io["input_2d"]), io["output"], atol=1e-5, rtol=1e-4)
+    out, _ = forward_like_upstream(model, fixture)
+    assert_close(out, fixture.io["output"], floats(fixture.config), "output")
     card = read_card_data(tmp_path / "converted" / "README.md")
     assert card["converted_with"]["prune_before_block"] == c["layer_index"]
     assert "prune_before_block=" in card["weights"] and "(given)" in card["weights"]
