@@ -16,7 +16,6 @@ weights). The architecture is read off the weight shapes; the load into it is st
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import re
@@ -27,6 +26,8 @@ import torch
 
 from zoo.errors import CheckpointMismatchError, ConfigError, CorruptFileError, ModelFileNotFoundError
 
+# Bump when a change here changes what a conversion writes (the official-model cache keys on it).
+CONVERTER_VERSION = 1
 UPSTREAM_REPO = "ydchen0806/TokenUnify"
 UPSTREAM_REVISION = "221674f4c9b87efc730370dcf0443cf0f334c928"
 
@@ -41,14 +42,9 @@ def read_upstream_state_dict(src: Path) -> dict[str, torch.Tensor]:
 
         state = read_safetensors(src)
     else:
-        try:
-            with torch.serialization.safe_globals([argparse.Namespace]):
-                obj = torch.load(src, map_location="cpu", weights_only=True)
-        except Exception as err:
-            raise CorruptFileError(
-                src.name,
-                f"not a loadable PyTorch checkpoint under weights_only=True (allowed extra: argparse.Namespace): {err}",
-            ) from err
+        from zoo.pickles import ARGPARSE_NAMESPACE, load_weights_only
+
+        obj = load_weights_only(src, extras=(ARGPARSE_NAMESPACE,))
         if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
             obj = obj["model"]  # training checkpoint; optimizer/scaler/epoch/args are dropped
         if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):

@@ -5,13 +5,15 @@ test module imports it:
 - ``HF_ENDPOINT`` points at one local :class:`tests.hubserver.HubServer` per test session (a free
   port on 127.0.0.1). A test that forgets to set up its repos gets a fast RepoNotFound, never the
   real Hub.
-- ``HF_HOME``/``HF_HUB_CACHE`` point into a temporary folder removed at exit.
+- ``HF_HOME``/``HF_HUB_CACHE`` (and tokenzoo's own cache, ``TOKENZOO_CACHE``) point into a temporary
+  folder removed at exit.
 - Xet is off, so uploads and downloads take the plain HTTP/LFS path the server speaks.
 
 Fixtures:
 - ``hub``: the server, emptied for this test, with ``hf_cache`` in place.
 - ``hf_cache``: a fresh, empty Hub cache folder for this test (the client's default cache_dir).
-- ``hub_env``: environment variables for a subprocess that should use the same server and cache.
+- ``hub_env``: environment variables for a subprocess that should use the same server and caches.
+- ``zoo_cache``: a fresh, empty tokenzoo cache (converted official models, pins) for this test.
 - ``fakes``: registers every test-only model of tests/fakes.py (``fakes.ARCHS``) while one test module
   runs; a module whose tests load fakes by arch says ``pytestmark = pytest.mark.usefixtures("fakes")``.
 - ``tiny_arch``: registers tests/fakes.py's TinyModel alone, as arch ``test-tiny``, for one test.
@@ -35,6 +37,7 @@ os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ["HF_HUB_DISABLE_XET"] = "1"
 os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
 os.environ["HF_HUB_DISABLE_UPDATE_CHECK"] = "1"
+os.environ["TOKENZOO_CACHE"] = os.path.join(_HF_HOME, "tokenzoo")  # converted official models (zoo.official)
 for _name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
     os.environ.pop(_name, None)
 
@@ -57,7 +60,7 @@ def hf_cache(tmp_path, monkeypatch) -> Path:
 
 
 @pytest.fixture
-def hub(hf_cache) -> HubServer:
+def hub(hf_cache, zoo_cache) -> HubServer:
     """The session's local Hub, with no repos, faults or logged requests left from other tests."""
     HUB.reset()
     yield HUB
@@ -65,9 +68,17 @@ def hub(hf_cache) -> HubServer:
 
 
 @pytest.fixture
-def hub_env(hf_cache) -> dict[str, str]:
-    """os.environ for a subprocess that talks to the same local Hub and cache (add HF_HUB_OFFLINE etc.)."""
-    return {**os.environ, "HF_ENDPOINT": HUB.url, "HF_HUB_CACHE": str(hf_cache)}
+def zoo_cache(tmp_path, monkeypatch) -> Path:
+    """An empty tokenzoo cache for this test ($TOKENZOO_CACHE: converted official models and their pins)."""
+    cache = tmp_path / "tokenzoo-cache"
+    monkeypatch.setenv("TOKENZOO_CACHE", str(cache))
+    return cache
+
+
+@pytest.fixture
+def hub_env(hf_cache, zoo_cache) -> dict[str, str]:
+    """os.environ for a subprocess that talks to the same local Hub and caches (add HF_HUB_OFFLINE etc.)."""
+    return {**os.environ, "HF_ENDPOINT": HUB.url, "HF_HUB_CACHE": str(hf_cache), "TOKENZOO_CACHE": str(zoo_cache)}
 
 
 @pytest.fixture(scope="module")

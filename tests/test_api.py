@@ -463,7 +463,9 @@ def test_every_bundled_model_keeps_the_contract(name):
     assert cls.arch == data["arch"] and cls.modality == data["modality"]
     folder = _card_folders()[name]
     if not (folder / "model.safetensors").is_file():  # an official checkpoint: the card says where it lives
-        assert data.get("hub_repo") or data.get("weights_hint"), f"{name}: no weights, no hub_repo, no weights_hint"
+        from zoo.recipes import recipe_of
+
+        assert data.get("hub_repo") or recipe_of(name, data), f"{name}: no weights, no hub_repo, no upstream_files"
         return
     model = zoo.load(name)
     assert isinstance(model, ZooModel) and type(model) is cls and not model.training

@@ -1,33 +1,24 @@
-"""ONNX -> zoo conversion of S3Tokenizer checkpoints, on small graphs built here in upstream's layouts.
+"""ONNX -> zoo conversion of S3Tokenizer checkpoints, on small graphs exported here in upstream's layouts.
 
-The released files cannot be downloaded in tests, so each test writes a tiny ONNX file whose
-initializer and node names, tensor layouts ((in, out) MatMul weights, (C, K) codebook, LayerNorm
-fused or decomposed, biases as Constant nodes) follow the graph family of one release, then checks
-the converted model equals the tiny model the file was built from. The graphs are wired as chains
-carrying those names; they are not meant to be executed.
+The released files cannot be downloaded in tests, so each test exports a tiny model with
+``torch.onnx.export`` from a module whose tree gives the node and initializer names of one release
+(tests/release_layouts.py), then checks the converted model equals the tiny model the file was built
+from. The exporter, not the test, decides where weights and scalar operands (``Constant`` nodes) go.
 """
 
 from __future__ import annotations
 
 import json
 
-import numpy as np
 import onnx
 import pytest
 import torch
-from onnx import TensorProto, helper, numpy_helper
 
 import zoo
 from audio.s3tokenizer import S3Tokenizer, S3TokenizerConfig
 from audio.s3tokenizer.convert import convert_checkpoint
+from tests.release_layouts import RELEASE_FILE, export_s3tokenizer_release, release_s3tokenizer
 from zoo.errors import CheckpointMismatchError, ConfigError
-
-RELEASE_FILE = {
-    "v1": "speech_tokenizer_v1.onnx",
-    "v1_25hz": "speech_tokenizer_v1.onnx",  # same file name as v1 upstream: the graph must decide
-    "v2": "speech_tokenizer_v2.onnx",
-    "v3": "speech_tokenizer_v3.onnx",
-}
 
 
 def tiny_model(variant: str, seed: int = 0) -> S3Tokenizer:
@@ -52,147 +43,44 @@ def tiny_model(variant: str, seed: int = 0) -> S3Tokenizer:
     return model
 
 
-class GraphBuilder:
-    """Accumulates nodes and parameters; every node takes the previous node's output as its first input."""
-
-    def __init__(self):
-        self.nodes, self.initializers, self.last = [], [], "feats"
-
-    def param(self, name: str, value: np.ndarray, constant: bool = False) -> str:
-        array = numpy_helper.from_array(np.ascontiguousarray(value, dtype=np.float32), name)
-        if constant:
-            self.nodes.append(helper.make_node("Constant", [], [name], name=f"{name}_const", value=array))
-        else:
-            self.initializers.append(array)
-        return name
-
-    def node(self, op: str, name: str, *params: str, **attrs) -> None:
-        out = f"{name}_out"
-        self.nodes.append(helper.make_node(op, [self.last, *params], [out], name=name, **attrs))
-        self.last = out
-
-    def save(self, path) -> None:
-        graph = helper.make_graph(
-            self.nodes,
-            "s3tokenizer",
-            [helper.make_tensor_value_info("feats", TensorProto.FLOAT, [1, 128, None])],
-            [helper.make_tensor_value_info(self.last, TensorProto.FLOAT, None)],
-            initializer=self.initializers,
-        )
-        onnx.save(helper.make_model(graph), str(path))
-
-
 def build_release_graph(model: S3Tokenizer, path) -> None:
-    """Write ``model``'s weights as an ONNX graph named and laid out like the release of its variant."""
-    variant, state = model.config.variant, {k: v.numpy() for k, v in model.state_dict().items()}
-    g = GraphBuilder()
-    stride = model.config.conv1_stride
-    conv_names = {
-        "v1": ["onnx::Conv_1519", "onnx::Conv_1520", "onnx::Conv_1521", "onnx::Conv_1522"],
-        "v1_25hz": ["encoders.conv1.weight", "encoders.conv1.bias", "encoders.conv2.weight", "encoders.conv2.bias"],
-        "v2": ["onnx::Conv_2216", "onnx::Conv_2217", "onnx::Conv_2218", "onnx::Conv_2219"],
-    }
-    for layer, s in ((1, stride), (2, 2)):
-        w, b = state[f"encoder.conv{layer}.weight"], state[f"encoder.conv{layer}.bias"]
-        if variant == "v3":  # v3 names nodes after modules; parameters are anonymous
-            g.node(
-                "Conv",
-                f"/conv{layer}/Conv",
-                g.param(f"onnx::Conv_w{layer}", w),
-                g.param(f"onnx::Conv_b{layer}", b),
-                strides=[s],
-                pads=[1, 1],
-            )
-        else:
-            names = conv_names[variant][2 * (layer - 1) : 2 * layer]
-            g.node(
-                "Conv",
-                f"/encoders/conv{layer}/Conv",
-                g.param(names[0], w),
-                g.param(names[1], b),
-                strides=[s],
-                pads=[1, 1],
-            )
-        g.node("Gelu", f"/encoders/gelu{layer}/Gelu")
-    if "encoder.positional_embedding" in state:
-        g.node("Add", "/encoders/Add", g.param("encoders.positional_embedding", state["encoder.positional_embedding"]))
-    counter = iter(range(10_000, 99_999))
-    for n in range(model.config.n_audio_layer):
-        p = f"encoder.blocks.{n}."
-        for norm in ("attn_ln", "mlp_ln"):
-            weight, bias = state[p + norm + ".weight"], state[p + norm + ".bias"]
-            if variant == "v2":  # one fused node
-                g.node(
-                    "LayerNormalization",
-                    f"/blocks.{n}/{norm}/LayerNormalization",
-                    g.param(f"onnx::LN_w{next(counter)}", weight),
-                    g.param(f"onnx::LN_b{next(counter)}", bias),
-                )
-            else:  # decomposed: epsilon and power as scalar Constants, then Mul (scale) and Add_1 (shift)
-                g.node("ReduceMean", f"/blocks.{n}/{norm}/ReduceMean")
-                g.node("Pow", f"/blocks.{n}/{norm}/Pow", g.param(f"c{next(counter)}", np.array(2.0), constant=True))
-                g.node("Add", f"/blocks.{n}/{norm}/Add", g.param(f"c{next(counter)}", np.array(1e-5), constant=True))
-                g.node("Div", f"/blocks.{n}/{norm}/Div")
-                g.node("Mul", f"/blocks.{n}/{norm}/Mul", g.param(f"onnx::Mul_{next(counter)}", weight))
-                g.node(
-                    "Add",
-                    f"/blocks.{n}/{norm}/Add_1",
-                    g.param(f"onnx::Add_{next(counter)}", bias, constant=variant == "v3"),
-                )
-            if norm == "attn_ln":
-                for proj in ("query", "key", "value", "out"):
-                    g.node(
-                        "MatMul",
-                        f"/blocks.{n}/attn/{proj}/MatMul",
-                        g.param(f"onnx::MatMul_{next(counter)}", state[p + f"attn.{proj}.weight"].T),
-                    )
-                    if p + f"attn.{proj}.bias" in state:
-                        g.node(
-                            "Add",
-                            f"/blocks.{n}/attn/{proj}/Add",
-                            g.param(
-                                f"onnx::Add_{next(counter)}", state[p + f"attn.{proj}.bias"], constant=variant == "v3"
-                            ),
-                        )
-                g.node("Mul", f"/blocks.{n}/attn/Mul", g.param(f"c{next(counter)}", np.array(0.35), constant=True))
-                if p + "attn.fsmn_block.weight" in state:
-                    name = f"blocks.{n}.attn.fsmn_block.weight" if variant == "v3" else f"onnx::Conv_{next(counter)}"
-                    g.node(
-                        "Conv",
-                        f"/blocks.{n}/attn/fsmn_block/Conv",
-                        g.param(name, state[p + "attn.fsmn_block.weight"]),
-                        group=model.config.n_audio_state,
-                    )
-            else:
-                for layer in ("0", "2"):
-                    g.node(
-                        "MatMul",
-                        f"/blocks.{n}/mlp/mlp.{layer}/MatMul",
-                        g.param(f"onnx::MatMul_{next(counter)}", state[p + f"mlp.{layer}.weight"].T),
-                    )
-                    g.node(
-                        "Add",
-                        f"/blocks.{n}/mlp/mlp.{layer}/Add",
-                        g.param(f"onnx::Add_{next(counter)}", state[p + f"mlp.{layer}.bias"]),
-                    )
-    if variant in ("v1", "v1_25hz"):
-        embed_t = g.param("onnx::Pow_codebook", state["quantizer._codebook.embed"].T)  # stored (C, K)
-        g.node("Pow", "/quantizer/rq/model/layers.0/_codebook/Pow_1", embed_t)
-        g.node("MatMul", "/quantizer/rq/model/layers.0/_codebook/MatMul", embed_t)
-    else:
-        weight = state["quantizer._codebook.project_down.weight"].T
-        name = "onnx::MatMul_2536" if variant == "v2" else "onnx::MatMul_quant"
-        g.node(
-            "MatMul",
-            "/quantizer/project_down/MatMul" if variant == "v2" else "/quantizer/MatMul",
-            g.param(name, weight),
-        )
-        g.node(
-            "Add",
-            "/quantizer/Add",
-            g.param("quantizer.project_in.bias", state["quantizer._codebook.project_down.bias"]),
-        )
-    g.save(path)
+    """Export ``model``'s weights as an ONNX graph laid out like the release of its variant."""
+    state = {k: v for k, v in model.state_dict().items()}
+    release = release_s3tokenizer(model.config.variant, state, model.config.n_audio_head)
+    export_s3tokenizer_release(release, path)
+
+
+def test_the_exported_v1_graph_feeds_the_codebook_power_its_exponent_from_a_constant_node(tmp_path):
+    """The layout the released v1 graph has (and the old converter read as two codebooks)."""
+    build_release_graph(tiny_model("v1"), tmp_path / "speech_tokenizer_v1.onnx")
+    graph = onnx.load(str(tmp_path / "speech_tokenizer_v1.onnx")).graph
+    power = next(n for n in graph.node if n.name == "/quantizer/rq/model/layers.0/_codebook/Pow_1")
+    constants = {n.output[0] for n in graph.node if n.op_type == "Constant"}
+    assert power.input[0] in {i.name for i in graph.initializer} and power.input[1] in constants
+
+
+def test_a_pow_exponent_stored_as_a_constant_is_not_read_as_the_codebook(tmp_path):
+    model = tiny_model("v1", seed=4)
+    build_release_graph(model, tmp_path / "speech_tokenizer_v1.onnx")
+    loaded = zoo.load(convert_checkpoint("s3tokenizer-v1", tmp_path / "speech_tokenizer_v1.onnx", tmp_path / "out"))
+    assert torch.equal(loaded.quantizer._codebook.embed, model.quantizer._codebook.embed)
+
+
+@pytest.mark.parametrize("variant", ["v1", "v2"])
+def test_equal_weights_the_exporter_stores_once_behind_identity_nodes_are_read(tmp_path, variant):
+    """Freshly initialised LayerNorms are all ones and zeros; torch.onnx.export keeps one copy of equal
+    tensors and names the rest through Identity nodes, which the converter must follow."""
+    model = tiny_model(variant)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "_ln." in name:
+                p.fill_(1.0 if name.endswith("weight") else 0.0)
+    build_release_graph(model, tmp_path / RELEASE_FILE[variant])
+    graph = onnx.load(str(tmp_path / RELEASE_FILE[variant])).graph
+    assert any(n.op_type == "Identity" for n in graph.node)
+    loaded = zoo.load(convert_checkpoint(f"s3tokenizer-{variant}", tmp_path / RELEASE_FILE[variant], tmp_path / "out"))
+    reference = model.state_dict()
+    assert all(torch.equal(v, reference[k]) for k, v in loaded.state_dict().items())
 
 
 @pytest.mark.parametrize("variant", ["v1", "v1_25hz", "v2", "v3"])

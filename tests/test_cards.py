@@ -88,10 +88,13 @@ def test_the_models_table_has_one_row_per_card_with_its_source(tmp_path):
     write_card(tmp_path, "bundled-tiny", weights=True, tokens="64 ids | 8 bits")
     write_card(tmp_path, "official", hub_repo="org/official", revision="0123456789abcdef0123456789abcdef01234567")
     write_card(tmp_path, "convert-me", modality="audio", license="Custom One", weights_hint="tokenzoo convert ...")
+    recipe = dict(converter="s3tokenizer-v1", upstream_files=[{"repo": "org/upstream", "filename": "a.onnx"}])
+    write_card(tmp_path, "released-elsewhere", modality="audio", **recipe)
     lines = models_table(tmp_path).splitlines()
     assert lines[0] == "| model | arch | modality | license | tokens | source |"
-    assert len(lines) == 5
-    bundled, convert, official = lines[2:]
+    assert len(lines) == 6
+    bundled, convert, official, released = lines[2:]
+    assert "converted on first load from `org/upstream`" in released
     assert bundled.startswith("| [bundled-tiny](hub_cards/bundled-tiny/README.md) | `flextok` | image | apache-2.0 |")
     assert "64 ids \\| 8 bits" in bundled and "bundled" in bundled
     assert "| audio | custom-one |" in convert and "convert the published checkpoint" in convert
@@ -119,3 +122,31 @@ def test_update_readme_without_markers_is_an_error(tmp_path):
     readme.write_text("no markers here\n")
     with pytest.raises(ValueError, match="models-table"):
         update_readme(readme, table="| x |\n")
+
+
+def _official_cards() -> list[str]:
+    from zoo.registry import _card_folders, card_data, list_models
+
+    return [
+        n
+        for n in list_models()
+        if not (_card_folders()[n] / "model.safetensors").is_file()
+        and (card_data(n).get("upstream_files") or card_data(n).get("hub_repo"))
+    ]
+
+
+@pytest.mark.parametrize("name", _official_cards())
+def test_an_official_card_states_license_size_upstream_files_and_measured_parity(name):
+    import re
+
+    from zoo.registry import _card_folders, card_data
+
+    data, text = card_data(name), (_card_folders()[name] / "README.md").read_text()
+    assert card_license(data) not in ("", "unknown")
+    assert re.search(r"\d[\d.,]* ?[MB]? parameters", text), f"{name}: no size"
+    parity = re.search(r"## Parity with upstream\n\n(.+)", text)
+    assert parity and ("equal" in parity[1] or "within" in parity[1] or "not measured for plain" in parity[1]), name
+    for f in data.get("upstream_files", []):
+        assert (f.get("filename") or f["pattern"]) in text
+        if f.get("sha256"):
+            assert f["sha256"] in text

@@ -50,6 +50,11 @@ def test_encode_then_decode_round_trips_text_files(tmp_path, capsys):
         (["encode", "no-such-model", "pyproject.toml", "--out", "x.safetensors"], "unknown model"),
         (["encode", "byte-utf8", "/nonexistent/input.txt", "--out", "x.safetensors"], "input.txt not found"),
         (["convert", "no-such-arch", "ckpt.pth", "--out", "dir"], "unknown architecture with a converter"),
+        (["convert", "mixste", "pyproject.toml"], "needs --out DIR"),
+        (["convert", "mixste", "pyproject.toml", "--out", "d", "--option", "heads"], "must look like KEY=VALUE"),
+        (["convert", "s3tokenizer-v2", "pyproject.toml", "--option", "variant=v3"], "card fixes the converter"),
+        (["convert", "tokenunify-100m", "pyproject.toml", "--out", "d"], "drop --out to convert it into the"),
+        (["publish", "no-such-model", "--repo", "org/x"], "unknown model 'no-such-model'"),
         (["decode", "byte-utf8", "/nonexistent/tokens.safetensors", "--out", "dir"], "tokens.safetensors not found"),
     ],
 )

@@ -14,7 +14,7 @@ import zoo
 from em_volume.convert import convert_checkpoint
 from em_volume.pretext import next_token_prefix, patchify, random_token_mask, task_for_step, unpatchify
 from em_volume.tokenunify import TokenUnify, TokenUnifyConfig, check_volume_size
-from zoo.errors import CheckpointMismatchError, ConfigError, CorruptFileError, InputError
+from zoo.errors import CheckpointMismatchError, ConfigError, CorruptFileError, InputError, NotWeightsOnlyError
 
 TINY = dict(feat_size=(4, 8, 8, 16), depths=(1, 1, 1, 1), hidden_size=16, kernel_size=(1, 3, 3), crop_size=(16, 16, 80))
 SIZE = (16, 16, 80)  # the smallest volume the network takes: (1 x 1 x 5) deepest tokens
@@ -198,7 +198,7 @@ class NotAllowlisted:
 
 def test_convert_refuses_a_checkpoint_that_pickles_other_classes(model, tmp_path):
     torch.save({"model": model.state_dict(), "args": NotAllowlisted()}, tmp_path / "bad.pth")
-    with pytest.raises(CorruptFileError, match="weights_only"):
+    with pytest.raises(NotWeightsOnlyError, match=r"not a weights-only file.*NotAllowlisted"):
         convert_checkpoint("tokenunify", tmp_path / "bad.pth", tmp_path / "out")
 
 

@@ -138,6 +138,33 @@ def test_flextok_official_card_loads_from_a_hub_repo_in_the_upstream_layout(fixt
     assert_upstream_token_ids(by_repo.encode(images).ids, fixture_dir, by_repo.fsq)
 
 
+@pytest.mark.parametrize("fixture_dir", FIXTURES)
+def test_flextok_upstream_repo_id_loads_without_an_arch_hint_and_keeps_upstreams_key_order(fixture_dir, tmp_path, hub):
+    """``zoo.load("hf-hub:EPFL-VILAB/...")`` recognises the ``_target_`` config as upstream's
+    ``from_pretrained`` does; the config keeps upstream's (unsorted) order, which the module graph follows."""
+    from huggingface_hub import hf_hub_download
+
+    import zoo
+
+    repo = _upstream_repo(fixture_dir, tmp_path / "flextok_d18_d28_dfn")
+    uploaded = (repo / "config.json").read_text()
+    module_keys = list(json.loads(uploaded)["encoder"]["module_dict"])
+    assert module_keys != sorted(module_keys), "the fixture's module order must differ from sorted to test this"
+    hub.upload_folder("EPFL-VILAB/flextok_d18_d28_dfn", repo)
+    model = zoo.load("hf-hub:EPFL-VILAB/flextok_d18_d28_dfn")
+    io = _fixture_io(fixture_dir)
+    assert torch.equal(model.encode(io["images"]).ids, io["token_ids"])
+    assert Path(hf_hub_download("EPFL-VILAB/flextok_d18_d28_dfn", "config.json")).read_text() == uploaded
+
+
+def test_a_config_json_with_an_unknown_target_still_asks_for_an_arch(hub, tmp_path):
+    import zoo
+
+    hub.commit("someone/model", {"config.json": json.dumps({"_target_": "elsewhere.Model"}), "model.safetensors": b""})
+    with pytest.raises(ConfigError, match="no upstream layout tokenzoo knows"):
+        zoo.load("hf-hub:someone/model")
+
+
 def test_flextok_official_cards_state_the_research_only_weights_license():
     from zoo.registry import card_data, list_models
 

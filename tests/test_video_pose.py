@@ -246,6 +246,52 @@ def test_convert_rejects_an_option_the_config_does_not_have(tmp_path):
         convert_checkpoint("mixste", tmp_path / "m.pth", tmp_path / "out", kept_frames=3)
 
 
+def test_convert_calls_a_pickle_needing_other_globals_not_weights_only_and_names_them(tmp_path):
+    import datetime
+
+    from zoo.errors import NotWeightsOnlyError
+
+    checkpoint = {"model_pos": small("mixste").state_dict(), "saved": datetime.date(2024, 1, 1)}
+    torch.save(checkpoint, tmp_path / "best_epoch.bin")
+    with pytest.raises(NotWeightsOnlyError, match=r"not a weights-only file.*datetime\.date"):
+        convert_checkpoint("mixste", tmp_path / "best_epoch.bin", tmp_path / "out", num_heads=2)
+
+
+def test_convert_calls_bytes_that_are_no_checkpoint_corrupt(tmp_path):
+    from zoo.errors import CorruptFileError
+
+    (tmp_path / "best_epoch.bin").write_bytes(b"\x80\x02 this is not a pickle at all")
+    with pytest.raises(CorruptFileError, match="best_epoch.bin"):
+        convert_checkpoint("mixste", tmp_path / "best_epoch.bin", tmp_path / "out")
+
+
+def test_the_cli_sets_hot_options_under_upstream_names_and_the_card_records_them(tmp_path, capsys):
+    from zoo.cards import read_card_data
+    from zoo.cli import main
+
+    torch.save(small("hot-mixste").state_dict(), tmp_path / "model.pth")
+    argv = ["convert", "hot-mixste", str(tmp_path / "model.pth"), "--out", str(tmp_path / "out")]
+    assert main(argv + ["--option", "layer_index=2", "--option", "num_heads=2"]) == 0
+    assert zoo.load(tmp_path / "out").config.prune_before_block == 2
+    card = read_card_data(tmp_path / "out" / "README.md")
+    assert card["converted_with"] == {"prune_before_block": 2, "kept_frames": 4, "knn_k": 2, "num_heads": 2}
+
+
+def test_hot_conversion_without_prune_before_block_says_it_used_the_release_value(tmp_path, caplog):
+    deep_enough = HoTMixSTE(HoTMixSTEConfig(**{**SMALL, "depth": 4}, kept_frames=4))  # the release prunes before 3
+    torch.save(deep_enough.state_dict(), tmp_path / "model.pth")
+    convert_checkpoint("hot-mixste", tmp_path / "model.pth", tmp_path / "out", num_heads=2)
+    assert "--layer_index" in caplog.text and zoo.load(tmp_path / "out").config.prune_before_block == 3
+
+
+def test_an_upstream_option_name_that_contradicts_ours_is_refused(tmp_path):
+    torch.save(small("hot-mixste").state_dict(), tmp_path / "model.pth")
+    with pytest.raises(ConfigError, match="layer_index=2 contradicts prune_before_block=1"):
+        convert_checkpoint(
+            "hot-mixste", tmp_path / "model.pth", tmp_path / "out", prune_before_block=1, layer_index=2, num_heads=2
+        )
+
+
 # ---- bad input ------------------------------------------------------------------------------------
 def test_wrong_joint_count_is_refused_naming_h36m():
     model = small("hot-mixste")

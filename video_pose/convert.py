@@ -4,7 +4,8 @@ Accepted inputs:
 
 * HoT's releases (Google Drive, ``checkpoint/pretrained/{mixste,hot_mixste,tpc_mixste}/*.pth``): a plain
   ``state_dict`` saved with ``torch.save``; with a ``module.`` prefix if it was saved from DataParallel.
-* MotionBERT's ``best_epoch.bin`` / ``latest_epoch.bin``: ``{"model_pos": state_dict, ...}`` with ``module.``.
+* MotionBERT's ``best_epoch.bin`` / ``latest_epoch.bin``: ``{"model_pos": state_dict, ...}`` with ``module.``,
+  the optimizer state, and ``min_loss`` as a numpy float64 (the one extra pickle global allowed here).
 * A safetensors file holding an upstream state_dict (the parity fixtures).
 
 Pickles are opened with ``torch.load(weights_only=True)`` here and nowhere else. Our modules keep upstream's
@@ -24,7 +25,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from zoo.errors import CheckpointMismatchError, ConfigError, CorruptFileError, ModelFileNotFoundError
@@ -46,6 +46,8 @@ UPSTREAM = {
     "motionbert": ("Walter0807/MotionBERT", "apache-2.0"),
     "hot-motionbert": ("NationalGAILab/HoT", "mit"),
 }
+# Bump when a change here changes what a conversion writes (the official-model cache keys on it).
+CONVERTER_VERSION = 1
 THOP_KEYS = re.compile(r"(^|\.)(total_ops|total_params)$")
 WRAPPER_KEYS = ("model_pos", "state_dict", "model")
 
@@ -69,10 +71,9 @@ def read_upstream_state_dict(src: str | Path) -> dict[str, Tensor]:
 
         state: Any = read_safetensors(src)
     else:
-        try:
-            state = torch.load(src, map_location="cpu", weights_only=True)
-        except Exception as err:  # pickle, zip and weights_only errors all mean: not a usable checkpoint
-            raise CorruptFileError(str(src), f"torch.load(weights_only=True) could not read it ({err})") from err
+        from zoo.pickles import NUMPY_SCALARS, load_weights_only
+
+        state = load_weights_only(src, extras=(NUMPY_SCALARS,))  # MotionBERT pickles min_loss as numpy float64
     for key in WRAPPER_KEYS:
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -138,21 +139,63 @@ def convert_state_dict(arch: str, state: dict[str, Tensor], **options):
 
 
 def convert_checkpoint(arch: str, src: Path, out: Path, **options) -> Path:
-    """Convert the upstream checkpoint ``src`` of ``arch`` into a zoo model folder at ``out``; returns ``out``."""
+    """Convert the upstream checkpoint ``src`` of ``arch`` into a zoo model folder at ``out``; returns ``out``.
+
+    ``options`` are config fields the weights cannot tell, under our names or upstream's command-line names
+    (``UPSTREAM_OPTION_NAMES``: HoT's ``--layer_index`` is ``prune_before_block``): ``prune_before_block``,
+    ``kept_frames`` (TPC-MixSTE; HoT's is read off ``pos_embed_token``), ``knn_k``, ``num_heads``. HoT records
+    none of them in its checkpoints, so the values used are written on the card. ``name`` titles the card.
+    """
     from zoo.cards import make_card
 
     src, out = Path(src), Path(out)
+    name = options.pop("name", out.name)
+    options = upstream_options(arch, options)
     model = convert_state_dict(arch, read_upstream_state_dict(src), **options)
     repo, license = UPSTREAM[arch]
     params = sum(p.numel() for p in model.parameters())
+    settings = settings_text(model.config, options)
     card = make_card(
-        name=out.name,
+        name=name,
         arch=arch,
         modality="pose",
         license=license,
         summary=f"{arch} converted from the upstream checkpoint {src.name} ({params / 1e6:.2f} M parameters).",
         upstream_repo=repo,
-        weights=f"Converted by video_pose.convert from {src.name} (keys copied one for one).",
+        weights=f"Converted by video_pose.convert (version {CONVERTER_VERSION}) from {src.name} (keys copied one "
+        f"for one). {settings}",
+        converted_with={k: getattr(model.config, k) for k in SETTINGS if hasattr(model.config, k)},
     )
     model.save_pretrained(out, card=card)
     return out
+
+
+# Settings the weights do not record (upstream passes them on the command line); the card states them.
+SETTINGS = ("prune_before_block", "kept_frames", "knn_k", "num_heads")
+# Upstream's argument names (HoT common/arguments.py) -> ours.
+UPSTREAM_OPTION_NAMES = {"layer_index": "prune_before_block", "token_num": "kept_frames"}
+
+
+def upstream_options(arch: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Options under our names; an upstream name and ours for the same field must agree."""
+    renamed: dict[str, Any] = {}
+    for key, value in options.items():
+        ours = UPSTREAM_OPTION_NAMES.get(key, key)
+        if ours in renamed and renamed[ours] != value:
+            raise ConfigError(f"{arch}: {key}={value!r} contradicts {ours}={renamed[ours]!r}")
+        renamed[ours] = value
+    if arch.startswith(("hot-", "tpc-")) and "prune_before_block" not in renamed:
+        log.warning(
+            "%s: prune_before_block (upstream --layer_index) is not recorded in checkpoints; using the released "
+            "model's value. Pass prune_before_block=N if the model was trained with another --layer_index.",
+            arch,
+        )
+    return renamed
+
+
+def settings_text(config: Any, given: dict[str, Any]) -> str:
+    """One sentence stating the settings the weights do not record, and whether each was given or a default."""
+    parts = [
+        f"{k}={getattr(config, k)} ({'given' if k in given else 'default'})" for k in SETTINGS if hasattr(config, k)
+    ]
+    return "Settings not recorded in the checkpoint: " + ", ".join(parts) + "." if parts else ""

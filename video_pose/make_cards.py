@@ -2,8 +2,12 @@
 
     python -m video_pose.make_cards
 
-The weights are not bundled (upstream publishes them on Google Drive / OneDrive only); each card says where
-they are and how to convert them. Parameter and FLOP figures are counted here by video_pose.flops.
+The weights are not bundled, and not on the Hugging Face Hub (upstream publishes them on Google Drive /
+OneDrive only). Each card holds the recipe zoo.official follows once a user has downloaded the file:
+``tokenzoo convert NAME FILE`` converts it into the tokenzoo cache with the card's options (HoT's
+``prune_before_block`` is upstream's ``--layer_index``, which no checkpoint records), after which
+``zoo.load(NAME)`` loads it; ``zoo.load(NAME)`` before that prints this command. Parameter and FLOP figures
+are counted here by video_pose.flops; parity figures are measured on the HoT parity fixtures.
 """
 
 from __future__ import annotations
@@ -11,7 +15,53 @@ from __future__ import annotations
 from pathlib import Path
 
 from video_pose.flops import flops_table
-from zoo.cards import make_card
+from zoo.cards import make_card, write_card
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Settings the checkpoints do not record, per arch: the released models' values (HoT's README commands).
+RELEASE_OPTIONS = {
+    "mixste": {"num_heads": 8},
+    "hot-mixste": {"num_heads": 8, "prune_before_block": 3, "knn_k": 2},
+    "tpc-mixste": {"num_heads": 8, "prune_before_block": 7, "kept_frames": 61, "knn_k": 2},
+    "motionbert": {"num_heads": 8},
+}
+PARITY_FIXTURE = {"mixste": "mixste", "hot-mixste": "hot_mixste", "tpc-mixste": "tpc_mixste"}
+
+
+def measured_parity(arch: str) -> str:
+    """Our model against upstream's on the HoT parity fixture of ``arch`` (converted from its weights), now."""
+    import json
+
+    import torch
+    from safetensors.torch import load_file
+
+    from video_pose.convert import convert_state_dict, read_upstream_state_dict
+    from zoo.parity import parity_root
+
+    if arch not in PARITY_FIXTURE:
+        return (
+            "not measured for plain MotionBERT (no fixture); its DSTformer blocks are the ones HoT-MotionBERT's "
+            "parity fixture checks (tests/test_video_pose_parity.py)"
+        )
+    folder = parity_root() / "hot" / PARITY_FIXTURE[arch]
+    if not (folder / "config.json").is_file():
+        return "not measured (no parity fixture at hand when this card was written)"
+    config, io = json.loads((folder / "config.json").read_text()), load_file(str(folder / "io.safetensors"))
+    c = config["constants"]
+    options = {"num_heads": c["num_heads"]}
+    if "token_num" in c:
+        options.update(kept_frames=c["token_num"], prune_before_block=c["layer_index"], knn_k=c.get("knn_k", 2))
+    model = convert_state_dict(arch, read_upstream_state_dict(folder / "weights.safetensors"), **options)
+    torch.manual_seed(config["seeds"]["forward_seed"])  # TPC's tie-break noise, drawn as upstream draws it
+    with torch.no_grad():
+        out, _ = model(io["input_2d"], trace={})
+    diff = (out - io["output"]).abs().max().item()
+    return (
+        f"3D output within {diff:.1e} (max abs) of upstream's on the public parity fixture (a random "
+        f"{c.get('channel', c.get('dim_feat'))}-wide, {c['frames']}-frame model; tolerance 1e-5), kept-frame "
+        "indices equal (tests/test_video_pose_parity.py)"
+    )
 
 
 def main() -> None:
@@ -67,25 +117,20 @@ def main() -> None:
         ),
     }
     for name, c in cards.items():
-        hint = (
-            f"Download the .pth from the Google Drive folder linked in github.com/{HOT}'s README "
-            f"(checkpoint/pretrained/{c['folder']}/), then: tokenzoo convert {c['arch']} model.pth --out DIR "
-            "(or video_pose.convert.convert_checkpoint) and zoo.load(DIR)."
-        )
+        release = f"checkpoint/pretrained/{c['folder']}/model.pth"
         body = (
-            f"\n## Where the weights are\n\n{hot_where}\n\nConvert once:\n\n```bash\ntokenzoo convert {c['arch']} "
-            f"checkpoint/pretrained/{c['folder']}/<file>.pth --out {name}\n```\n\n"
-            f"then load the folder: `zoo.load('./{name}')`. The converter reads sizes from the weight shapes; "
-            "the defaults of "
-            f"`{c['arch']}`'s config are this release's (243 frames, 512 channels, 8 heads"
+            f"\n## Where the weights are\n\n{hot_where} Save it as `{release}` (upstream names it "
+            "`model_<epoch>_<MPJPE x 100>.pth`) and convert it once with the command under Weights above. "
+            "The converter reads sizes from the weight shapes; what no checkpoint records comes from the card's "
+            "converter options, this release's values"
             + (
-                ", 81 kept frames before block 3"
-                if c["arch"] == "hot-mixste"
-                else ", 61 kept frames before block 7"
-                if c["arch"] == "tpc-mixste"
+                " (`prune_before_block` is upstream's `--layer_index`, `kept_frames` its `--token_num`)"
+                if c["arch"] != "mixste"
                 else ""
             )
-            + ").\n"
+            + ".\n\n## Parity with upstream\n\n"
+            + measured_parity(c["arch"])
+            + ".\n"
             + io_note
             + figures(c["arch"])
         )
@@ -98,12 +143,14 @@ def main() -> None:
             upstream_repo=HOT,
             upstream_revision=REV,
             paper="https://arxiv.org/abs/2311.12028",
-            weights="Official checkpoint, not bundled: " + hint,
-            weights_hint=hint,
+            weights="Official checkpoint from the HoT authors' Google Drive, converted by tokenzoo "
+            "(video_pose.convert); not bundled.",
+            converter=c["arch"],
+            converter_options=RELEASE_OPTIONS[c["arch"]],
+            upstream_files=[{"url": f"https://github.com/{HOT}#pretrained-models", "filename": release}],
             body=body,
         )
-        Path(f"hub_cards/{name}").mkdir(parents=True, exist_ok=True)
-        Path(f"hub_cards/{name}/README.md").write_text(str(card))
+        write_card(ROOT / "hub_cards", name, card)
 
     MB = "Walter0807/MotionBERT"
     mb_where = (
@@ -134,14 +181,12 @@ def main() -> None:
             "",
         ),
     ]:
-        hint = (
-            f"Download {folder}/best_epoch.bin from the OneDrive folder linked in github.com/{MB}/docs/pose3d.md, "
-            "then: "
-            f"tokenzoo convert {arch} best_epoch.bin --out DIR and zoo.load(DIR). Sizes are read from the weights."
-        )
+        release = f"{folder}/best_epoch.bin"
         body = (
-            f"\n## Where the weights are\n\n{mb_where}\n\n```bash\n"
-            f"tokenzoo convert {arch} {folder}/best_epoch.bin --out {name}\n```\n"
+            f"\n## Where the weights are\n\n{mb_where} The file also pickles `min_loss` as a numpy float64, the "
+            "one extra global the converter allows beyond tensors.\n\n## Parity with upstream\n\n"
+            + measured_parity(arch)
+            + ".\n"
             + mb_io
             + (
                 figures("motionbert")
@@ -159,12 +204,14 @@ def main() -> None:
             "spatial-temporal streams.",
             upstream_repo=MB,
             paper="https://arxiv.org/abs/2210.06551",
-            weights="Official checkpoint, not bundled: " + hint,
-            weights_hint=hint,
+            weights="Official checkpoint from MotionBERT's OneDrive, converted by tokenzoo (video_pose.convert); "
+            "not bundled.",
+            converter=arch,
+            converter_options=RELEASE_OPTIONS[arch],
+            upstream_files=[{"url": f"https://github.com/{MB}/blob/main/docs/pose3d.md", "filename": release}],
             body=body,
         )
-        Path(f"hub_cards/{name}").mkdir(parents=True, exist_ok=True)
-        Path(f"hub_cards/{name}/README.md").write_text(str(card))
+        write_card(ROOT / "hub_cards", name, card)
 
 
 if __name__ == "__main__":

@@ -12,10 +12,15 @@ The YAML fields tokenzoo relies on (``REQUIRED_FIELDS`` must be present in every
     upstream_revision: <commit sha or tag>
     paper: https://arxiv.org/abs/...
     weights: how the weights were made (trained here by ..., converted from ...)
-    hub_repo: org/name          # official checkpoints: where the weights live (absent for bundled ones)
+    hub_repo: org/name          # official checkpoints published in our loadable layout (FlexTok): the repo
     revision: <sha>             # pinned revision of hub_repo
-    weights_hint: how to convert a published file we cannot download (cards without weights)
+    converter: s3tokenizer-v1   # official checkpoints in upstream's own layout: the recipe zoo.official
+    converter_options: {...}    #   follows (converter, its options, the upstream files with repo/filename
+    upstream_files: [...]       #   or url, revision, sha256, option); see zoo/official.py
     model-index: metrics, each with the protocol it was measured under (EvalResult.metric_args)
+
+Every card has a "Use" section whose snippet runs as written for its family (``USAGE`` by modality, or the
+family's own): tests/test_cards_usage.py runs each one on the bundled tiny model of the same arch.
 
 ``models_table()`` renders the README's table of models from hub_cards/;
 ``python -m zoo.cards --update-readme README.md`` writes it between the README's
@@ -62,6 +67,41 @@ HUB_LICENSES = frozenset(
     }
 )
 
+# The "Use" snippet per modality; NAME is the model's name. Each runs as written (sample_inputs are the
+# model's bundled examples); a family whose models differ passes its own ``usage`` to make_card.
+USAGE = {
+    "audio": """import zoo
+
+model = zoo.load(NAME)
+clips = model.sample_inputs()  # bundled speech; or paths of your own audio files
+tokens = model.encode(model.preprocess(clips))
+print(tokens.ids.shape, tokens.lengths)  # ids (B, N); an encoder only: there is no decode""",
+    "pose": """import zoo
+
+model = zoo.load(NAME)
+keypoints = model.preprocess(model.sample_inputs())  # (B, F, 17, C) 2D keypoints; or your own .npz clips
+poses = model.lift(keypoints)  # (B, F, 17, 3) 3D joints, any clip length
+print(poses.shape)""",
+    "em_volume": """import zoo
+
+model = zoo.load(NAME)
+volume = model.sample_inputs()[0]  # a bundled EM volume; or your own (D, H, W) array or .npz/.h5/.tif file
+labels = model.segment(volume)  # (D, H, W) neuron ids, 0 = boundary
+print(labels.shape, int(labels.max()))""",
+    "image": """import zoo
+
+model = zoo.load(NAME)
+images = model.preprocess(model.sample_inputs())  # (B, 3, H, W) in [-1, 1]; or paths of your own images
+tokens = model.encode(images)
+reconstructions = model.postprocess(model.decode(tokens))  # PIL images
+reconstructions[0].save("reconstruction.png")""",
+    "text": """import zoo
+
+model = zoo.load(NAME)
+tokens = model.encode(["hello, world", "grüße"])
+print(tokens.ids, model.decode(tokens))""",
+}
+
 
 def read_card_data(path: str | Path) -> dict[str, Any]:
     """The YAML header of a local card file as a plain dict (empty if the card has none)."""
@@ -87,6 +127,7 @@ def make_card(
     metrics: list[dict[str, Any]] | None = None,
     license_link: str | None = None,
     body: str = "",
+    usage: str | None = None,
     **extra: Any,
 ):
     """Build the ModelCard (README.md) of a zoo model.
@@ -98,7 +139,10 @@ def make_card(
         metrics: dicts with ``name``, ``value``, ``type`` (a short metric id such as ``psnr``),
             ``dataset`` and ``protocol`` (how it was measured, e.g. "held-out synthetic clips, 27 frames");
             optional ``task`` and ``dataset_type``. They become the card's model-index.
-        extra: further YAML fields (``weights_hint``, ``datasets``, ...).
+        usage: the "Use" snippet (NAME stands for the model's name); default ``USAGE[modality]``.
+        extra: further YAML fields (``datasets``, an official model's ``converter``, ``converter_options``
+            and ``upstream_files``, ...). A card with ``upstream_files`` gets a "Weights" section saying
+            where each file comes from and how ``zoo.load`` fetches, checks and converts it.
     """
     from huggingface_hub import ModelCard, ModelCardData
 
@@ -151,13 +195,23 @@ def make_card(
             for m in metrics
         )
         sections.append(f"## Metrics\n\n| metric | value | data | protocol |\n|---|---|---|---|\n{rows}")
-    sections.append(
-        f"## Use\n\n```python\nimport zoo\n\nmodel = zoo.load({name!r})\ntokens = model.encode(model.preprocess(x))\n"
-        "x_hat = model.decode(tokens)\n```"
-    )
+    if extra.get("upstream_files"):
+        from zoo.recipes import weights_section
+
+        sections.append(weights_section(name, extra))
+    snippet = (usage or USAGE[modality]).replace("NAME", repr(name))
+    sections.append(f"## Use\n\n```python\n{snippet.strip()}\n```")
     if body.strip():
         sections.append(body.strip())
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n\n".join(s for s in sections if s) + "\n")
+
+
+def write_card(root: str | Path, name: str, card: Any) -> Path:
+    """Write ``card`` as ``root/name/README.md`` (the folder is made if needed); returns the path."""
+    path = Path(root) / name / "README.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(str(card))
+    return path
 
 
 def _eval_result(metric: dict[str, Any]):
@@ -251,7 +305,10 @@ def _source(folder: Path, data: dict[str, Any]) -> str:
         rev = str(data.get("revision") or "")
         pin = f"@{rev[:7] if re.fullmatch(r'[0-9a-f]{40}', rev) else rev}" if rev else ""
         return f"[hf-hub:{data['hub_repo']}{pin}](https://huggingface.co/{data['hub_repo']})"
-    if data.get("weights_hint"):
+    files = data.get("upstream_files") or []
+    if files and all(f.get("repo") for f in files):
+        return "converted on first load from " + ", ".join(sorted({f"`{f['repo']}`" for f in files}))
+    if files or data.get("weights_hint"):
         return "convert the published checkpoint (see card)"
     return "card only"
 

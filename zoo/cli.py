@@ -1,4 +1,4 @@
-"""The ``tokenzoo`` command: list, info, encode, decode, convert, demo, and the usage tools.
+"""The ``tokenzoo`` command: list, info, encode, decode, convert, publish, demo, and the usage tools.
 
 Every command exits 0 on success, 2 on a problem with what it was given (unknown model, missing
 file, bad input: the message names it), and 1 on anything unexpected.
@@ -111,19 +111,74 @@ def write_outputs(outputs, out_dir: Path) -> list[Path]:
     return written
 
 
-def cmd_convert(args: argparse.Namespace) -> int:
-    from zoo.errors import ModelFileNotFoundError, UnknownModelError
-    from zoo.registry import CONVERTERS
+def parse_assignments(items: list[str] | None, what: str) -> dict[str, str]:
+    """``["KEY=VALUE", ...]`` -> a dict; a malformed item is an ArgumentTypeError naming it."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise argparse.ArgumentTypeError(f"{what} {item!r} must look like KEY=VALUE")
+        out[key.replace("-", "_")] = value
+    return out
 
-    if args.arch not in CONVERTERS:
-        raise UnknownModelError(args.arch, CONVERTERS, kind="architecture with a converter")
-    source = Path(args.checkpoint)
-    if not source.exists():
-        raise ModelFileNotFoundError(str(source.resolve().parent), source.name, hint="No such checkpoint.")
+
+def _option_value(text: str):
+    """A converter option's value: JSON where it parses (3, 2.5, true, [16, 160, 160]), else the text."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    """By arch (``--out DIR``): the family's converter writes a folder. By an official model's name (no
+    ``--out``): the card's recipe converts downloaded copies of its upstream files into the tokenzoo cache."""
+    from zoo.errors import ConfigError, ModelFileNotFoundError, UnknownModelError
+    from zoo.registry import CONVERTERS, _card_folders, card_data
+
+    options = {k: _option_value(v) for k, v in parse_assignments(args.option, "--option").items()}
+    files = {k: Path(v) for k, v in parse_assignments(args.file, "--file").items()}
+    folders = _card_folders()
+    official = args.arch in folders and bool(card_data(args.arch).get("upstream_files"))
+    by_name = official and args.out is None
+    if not by_name and args.arch not in CONVERTERS:
+        hint = (
+            f" ({args.arch} is an official model: drop --out to convert it into the tokenzoo cache)" if official else ""
+        )
+        raise UnknownModelError(args.arch, CONVERTERS, kind="architecture with a converter", hint=hint)
+    if by_name and options:
+        raise ConfigError(
+            f"{args.arch}'s card fixes the converter and its options; to choose your own, convert by arch "
+            f"(tokenzoo convert {card_data(args.arch)['converter']} CKPT --out DIR --option ...)"
+        )
+    if args.checkpoint is None and not by_name:
+        raise ConfigError(f"tokenzoo convert {args.arch} needs the CHECKPOINT to convert")
+    if args.checkpoint is not None:
+        files = {None: Path(args.checkpoint), **files}
+    for path in files.values():
+        if not path.exists():
+            raise ModelFileNotFoundError(str(path.resolve().parent), path.name, hint="No such checkpoint.")
+    if by_name:
+        from zoo.official import convert_local_files
+
+        out = convert_local_files(args.arch, card_data(args.arch), files, card=folders[args.arch] / "README.md")
+        print(f"converted {args.arch} into {out}; zoo.load({args.arch!r}) now loads it")
+        return 0
+    if not args.out:
+        raise ConfigError(f"tokenzoo convert {args.arch} needs --out DIR (the folder to write)")
     module_name, function_name = CONVERTERS[args.arch].split(":")
     convert = getattr(importlib.import_module(module_name), function_name)
-    out = convert(args.arch, source, Path(args.out))
+    source = files.pop(None)
+    out = convert(args.arch, source, Path(args.out), **options, **files)
     print(f"wrote {out}; load it with zoo.load({str(out)!r})")
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from zoo.tools.publish import publish
+
+    commit = publish(args.model, args.repo, private=args.private, revision=args.revision)
+    print(f"pushed {args.model} to hf-hub:{args.repo}@{commit}; load it with zoo.load('hf-hub:{args.repo}')")
     return 0
 
 
@@ -165,11 +220,33 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_options(p)
     p.set_defaults(func=cmd_decode)
 
-    p = sub.add_parser("convert", help="convert an upstream checkpoint into a zoo model folder")
-    p.add_argument("arch")
-    p.add_argument("checkpoint")
-    p.add_argument("--out", required=True)
+    p = sub.add_parser(
+        "convert",
+        help="convert an upstream checkpoint into a zoo model folder (by arch), or into the cache (by model name)",
+    )
+    p.add_argument("arch", help="an arch with a converter (with --out), or an official model's name (without --out)")
+    p.add_argument("checkpoint", nargs="?", help="the upstream file (by name: omit it if the card fetches it)")
+    p.add_argument("--out", help="the folder to write (by arch)")
+    p.add_argument(
+        "--option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a converter option, e.g. prune_before_block=3 (HoT's --layer_index) or variant=v1_25hz; repeatable",
+    )
+    p.add_argument(
+        "--file",
+        action="append",
+        metavar="OPTION=PATH",
+        help="a further upstream file the converter takes, e.g. vit=...",
+    )
     p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("publish", help="(maintainers) convert an official model and push it to a Hub repo")
+    p.add_argument("model", help="an official model's name (its card names the upstream files)")
+    p.add_argument("--repo", required=True, metavar="ORG/NAME")
+    p.add_argument("--revision", default=None, help="branch to push to (default main)")
+    p.add_argument("--private", action="store_true")
+    p.set_defaults(func=cmd_publish)
 
     p = sub.add_parser("demo", help="run every bundled model on bundled samples and print one table")
     p.add_argument("--out", default="out")

@@ -171,6 +171,57 @@ class NotSupportedError(ZooError, NotImplementedError):
     """A model does not offer an operation (for example decode on an encoder-only tokenizer)."""
 
 
+class NotWeightsOnlyError(ZooError, ValueError):
+    """A pickle checkpoint needs Python classes or functions beyond tensors, containers and the few extras
+    its converter allows; ``torch.load(weights_only=True)`` refuses to build them, and so does tokenzoo.
+
+    ``model.pth is not a weights-only file: unpickling it needs builtins.exec, which tokenzoo does not allow
+    (allowed beyond tensors and containers: argparse.Namespace). ...``
+    """
+
+    def __init__(self, file: str, needed: Iterable[str], allowed: Iterable[str] = (), source: str | None = None):
+        self.file, self.source = file, source
+        self.needed, self.allowed = sorted(set(needed)), sorted(set(allowed))
+        at = f" from {source}" if source else ""
+        needs = ", ".join(self.needed) or "Python objects other than tensors"
+        extras = ", ".join(self.allowed) or "nothing"
+        super().__init__(
+            f"{file}{at} is not a weights-only file: unpickling it needs {needs}, which tokenzoo does not allow "
+            f"(allowed beyond tensors and containers: {extras}). Unpickling other globals can run code, so the "
+            "file was not opened further; save its state_dict alone (torch.save(model.state_dict(), ...)) "
+            "or as safetensors and convert that."
+        )
+
+
+class ChecksumMismatchError(CorruptFileError):
+    """A downloaded upstream file does not have the sha256 its card records; it was not converted."""
+
+    def __init__(self, file: str, expected: str, actual: str, source: str | None = None):
+        self.expected, self.actual = expected, actual
+        super().__init__(
+            file,
+            f"its sha256 is {actual} but the card expects {expected} (a different release, or a damaged download)",
+            source=source,
+        )
+
+
+class OffHubWeightsError(ModelFileNotFoundError):
+    """An official model whose upstream files live off the Hugging Face Hub: tokenzoo cannot fetch them, so
+    the message gives the download location and the exact command that converts the downloaded file."""
+
+    def __init__(self, model: str, file: str, where: str, command: str):
+        self.model, self.where, self.command = model, where, command
+        super().__init__(
+            model,
+            file,
+            hint=(
+                f"{model}'s weights are not on the Hugging Face Hub, so tokenzoo cannot fetch them. "
+                f"Download {file} from {where}, then convert it once with\n    {command}\n"
+                f"after which zoo.load({model!r}) loads the converted copy."
+            ),
+        )
+
+
 class FixtureKeyError(ZooError, KeyError):
     """A parity test read a tensor its fixture's config.json does not describe, or one it describes but the
     file lacks. Tests take every key from the fixture's own description, never from the public set.

@@ -290,12 +290,17 @@ def download_file(
     revision: str | None = None,
     local_files_only: bool = False,
     cache_dir: str | os.PathLike | None = None,
+    allow_pickle: bool = False,
 ) -> Path:
-    """Download (or take from the cache) one file of a Hub model repo; a fresh download is hash-checked."""
+    """Download (or take from the cache) one file of a Hub model repo; a fresh download is hash-checked.
+
+    Pickle checkpoints are refused unopened unless ``allow_pickle`` (an official model's upstream file,
+    fetched for its converter, which opens it with ``weights_only=True``).
+    """
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
     shown = _shown_revision.get() or revision
-    if Path(filename).suffix in PICKLE_SUFFIXES:
+    if Path(filename).suffix in PICKLE_SUFFIXES and not allow_pickle:
         raise UnsafeFormatError(filename, f"hf-hub:{repo_id}@{shown or 'main'}")
     offline = local_files_only or offline_mode()
     cached = try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir, revision=revision)
@@ -385,6 +390,21 @@ def push_model(
 ) -> str:
     """Create ``repo_id`` (and branch ``revision``) if needed and commit the model folder in one commit;
     returns the commit sha (the current head if nothing changed)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        save_model_folder(model, Path(tmp), card=card)
+        return push_folder(Path(tmp), repo_id, private, revision, commit_message, token)
+
+
+def push_folder(
+    folder: Path,
+    repo_id: str,
+    private: bool = False,
+    revision: str | None = None,
+    commit_message: str = "Upload tokenzoo model",
+    token: str | None = None,
+) -> str:
+    """Commit every file directly in ``folder`` to ``repo_id`` (created, with branch ``revision``, if needed)
+    in one commit; returns the commit sha."""
     from huggingface_hub import CommitOperationAdd, HfApi
     from huggingface_hub import errors as hf
 
@@ -393,12 +413,12 @@ def push_model(
         api.create_repo(repo_id, private=private, exist_ok=True)
         if revision not in (None, "main"):
             api.create_branch(repo_id, branch=revision, exist_ok=True)
-        with tempfile.TemporaryDirectory() as tmp:
-            save_model_folder(model, Path(tmp), card=card)
-            operations = [
-                CommitOperationAdd(path_in_repo=p.name, path_or_fileobj=str(p)) for p in sorted(Path(tmp).iterdir())
-            ]
-            info = api.create_commit(repo_id, operations=operations, commit_message=commit_message, revision=revision)
+        operations = [
+            CommitOperationAdd(path_in_repo=p.name, path_or_fileobj=str(p))
+            for p in sorted(Path(folder).iterdir())
+            if p.is_file()
+        ]
+        info = api.create_commit(repo_id, operations=operations, commit_message=commit_message, revision=revision)
     except hf.HfHubHTTPError as err:
         translated = _translate(err, repo_id, revision, CONFIG_NAME, offline=False)
         if translated is err:

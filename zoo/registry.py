@@ -14,95 +14,17 @@ import importlib
 import logging
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from zoo.errors import ConfigError, ModelFileNotFoundError, UnknownModelError
+from zoo.families import ARCHITECTURES, CONVERTERS, DEMOS, FAMILIES, UPSTREAM_TARGETS, Family  # noqa: F401 (the table, seen from here)
 from zoo.files import CARD_NAME, CONFIG_NAME, MODALITIES, WEIGHTS_NAME, cards_dir
 
 logger = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class Family:
-    """Every string that ties one family to the tools, in one record.
-
-    Args:
-        name: the family's name (also its demo's output folder, ``out/<name>/``).
-        archs: architecture -> ``"module:Class"``, a ZooModel subclass whose ``arch`` is the same name.
-        converter: ``"module:function"`` with signature ``convert_checkpoint(arch, src: Path, out: Path,
-            **options) -> Path``, writing a zoo model folder from an upstream checkpoint.
-        converts: the names ``tokenzoo convert NAME`` accepts for that converter (archs, variants).
-        demo: ``"module:function"`` with signature ``run(out_dir: Path) -> list[dict]``: the family's
-            rows of the demo table (``zoo.tools.demo.COLUMNS``) on its bundled models and samples.
-    """
-
-    name: str
-    archs: Mapping[str, str]
-    converter: str | None = None
-    converts: tuple[str, ...] = ()
-    demo: str | None = None
-
-
-# The one table of family strings. Each target is imported only when it is used, so ``import zoo``
-# pulls in no family; tests/test_layout.py keeps every target importable and every class's
-# ``arch`` equal to its key.
-FAMILIES: tuple[Family, ...] = (
-    Family(
-        "text",
-        archs={
-            "byte-tokenizer": "zoo.text.tokenizers:ByteTokenizer",
-            "hf-tokenizer": "zoo.text.tokenizers:HFTokenizer",
-            "sentencepiece": "zoo.text.tokenizers:SentencePieceTokenizer",
-            "tiktoken": "zoo.text.tokenizers:TiktokenTokenizer",
-        },
-        demo="zoo.text.demo:run",
-    ),
-    Family(
-        "flextok",
-        archs={"flextok": "vision.flextok.model:FlexTok", "flextok-vae": "vision.flextok.vae:FlexTokVAE"},
-        converter="vision.flextok.convert:convert_checkpoint",
-        converts=("flextok",),
-        demo="vision.flextok.demo:run",
-    ),
-    Family(
-        "video_pose",
-        archs={
-            "mixste": "video_pose.mixste:MixSTE",
-            "hot-mixste": "video_pose.hot:HoTMixSTE",
-            "tpc-mixste": "video_pose.hot:TPCMixSTE",
-            "motionbert": "video_pose.motionbert:MotionBERT",
-            "hot-motionbert": "video_pose.motionbert:HoTMotionBERT",
-        },
-        converter="video_pose.convert:convert_checkpoint",
-        converts=("mixste", "hot-mixste", "tpc-mixste", "motionbert", "hot-motionbert"),
-        demo="video_pose.demo:run",
-    ),
-    Family(
-        "s3tokenizer",
-        archs={"s3tokenizer": "audio.s3tokenizer.model:S3Tokenizer"},
-        converter="audio.s3tokenizer.convert:convert_checkpoint",
-        # the variant is read from the file or its name, or named here
-        converts=("s3tokenizer", "s3tokenizer-v1", "s3tokenizer-v1_25hz", "s3tokenizer-v2", "s3tokenizer-v3"),
-        demo="audio.s3tokenizer.demo:run",
-    ),
-    Family(
-        "tokenunify",
-        archs={"tokenunify": "em_volume.tokenunify:TokenUnify"},
-        converter="em_volume.convert:convert_checkpoint",
-        converts=("tokenunify",),
-        demo="em_volume.demo:run",
-    ),
-)
-
-# Views of the table, by the key each tool looks up.
-ARCHITECTURES: dict[str, str] = {arch: target for f in FAMILIES for arch, target in f.archs.items()}
-CONVERTERS: dict[str, str] = {name: f.converter for f in FAMILIES if f.converter for name in f.converts}
-DEMOS: dict[str, str] = {f.name: f.demo for f in FAMILIES if f.demo}
 
 HUB_PREFIX = "hf-hub:"
 LOCAL_PREFIX = "local-dir:"
@@ -226,13 +148,24 @@ def parse_source(name_or_path: str | os.PathLike, revision: str | None = None) -
     raise UnknownModelError(text, _card_folders())
 
 
+def arch_of_config(data: dict[str, Any]) -> str | None:
+    """The arch a config.json names (``"arch"``), or the one whose upstream layout it is (``UPSTREAM_TARGETS``)."""
+    if data.get("arch"):
+        return data["arch"]
+    nested = data.get("config")
+    target = data.get("_target_") or (nested.get("_target_") if isinstance(nested, dict) else None)
+    if isinstance(target, str):
+        return next((arch for prefix, arch in UPSTREAM_TARGETS.items() if target.startswith(prefix)), None)
+    return None
+
+
 def _arch_of_folder(folder: Path, hint: str | None, source: str, revision: str | None) -> str:
     from zoo.cards import read_card_data
     from zoo.hub import read_config
 
     config_path = folder / CONFIG_NAME
     if config_path.is_file():
-        arch = read_config(config_path, source).get("arch")
+        arch = arch_of_config(read_config(config_path, source))
         if arch:
             return arch
     if hint:
@@ -282,7 +215,16 @@ def load(
         data = card_data(where)
         arch = arch or data.get("arch")
         folder = _card_folders()[where]
-        if not (folder / WEIGHTS_NAME).is_file():
+        if data.get("upstream_files") and not (folder / WEIGHTS_NAME).is_file():
+            # An official checkpoint in upstream's layout: fetched, verified and converted once (zoo.official).
+            from zoo.official import converted_folder
+
+            if revision is not None:
+                raise ConfigError(f"{where}: its card pins the upstream files; revision= applies to hf-hub: sources")
+            card = folder / CARD_NAME
+            folder = converted_folder(where, data, local_files_only, cache_dir, card=card)
+            kind = "converted"
+        elif not (folder / WEIGHTS_NAME).is_file():
             repo = data.get("hub_repo")
             if not repo:
                 raise ModelFileNotFoundError(
@@ -297,9 +239,12 @@ def load(
         options = dict(local_files_only=local_files_only, cache_dir=cache_dir)
         config_path = hub.download_file(where, CONFIG_NAME, revision, **options)
         commit = hub.snapshot_of(config_path, CONFIG_NAME).name
-        arch = arch or hub.read_config(config_path, source).get("arch")
+        arch = arch or arch_of_config(hub.read_config(config_path, source))
         if not arch:
-            raise ConfigError(f"{source}: config.json names no 'arch'; pass arch=... or load it by its card name")
+            raise ConfigError(
+                f"{source}: config.json names no 'arch' and is no upstream layout tokenzoo knows; "
+                "pass arch=... or load it by its card name"
+            )
         files = tuple(dict.fromkeys((CONFIG_NAME, *get_arch(arch).hub_files)))
         # Every file at the commit config.json came from, even if the branch moves meanwhile.
         folder = hub.download_model(where, commit, files=files, shown_revision=revision or "main", **options)

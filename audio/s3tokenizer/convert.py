@@ -6,12 +6,15 @@ either by the PyTorch parameter (``encoders.conv1.weight``) or anonymously (``on
 ``onnx::MatMul_2536``); anonymous ones are identified by the node that consumes them
 (``/blocks.3/attn/query/MatMul``). We read them with the ``onnx`` package only (no onnxruntime):
 
-- convolutions: the four anonymous conv initializers of each release, the named ``encoders.conv*``
-  (v1_25hz), or the inputs of nodes ``/conv1/Conv`` and ``/conv2/Conv`` (v3);
+- convolutions: the first two non-depthwise ``Conv`` nodes in graph order are conv1 and conv2, whatever
+  their names (the releases call their initializers ``onnx::Conv_1519``, ``encoders.conv1.weight`` or
+  ``/conv1/Conv``'s inputs; the names are cross-checked where known);
 - MatMul weights are stored (in, out) and are transposed to ``nn.Linear``'s (out, in);
 - LayerNorm is either one ``LayerNormalization`` node (scale and bias inputs) or decomposed, where
-  the ``Mul`` parameter is the scale and the ``Add`` parameter of width C is the bias (scalar
-  parameters such as the epsilon are skipped);
+  the ``Mul`` parameter is the scale and the ``Add`` parameter of width C is the bias;
+- a constant is a weight only where it flows into a weight slot: ``torch.onnx.export`` writes scalar
+  operands (the codebook's ``pow(2)`` exponent, LayerNorm's epsilon) as ``Constant`` nodes beside the
+  weights, and those are operands, not parameters;
 - FSMN kernels are consumed by ``/blocks.N/attn/fsmn_block/Conv`` or named ``blocks.N.attn.fsmn_block.weight``;
 - the VQ codebook (v1) is the parameter of ``/quantizer/rq/model/layers.0/_codebook/Pow_1``, stored (C, K);
 - FSQ's ``project_down`` is ``quantizer.project_in.bias`` plus the quantizer's MatMul weight.
@@ -41,6 +44,8 @@ from zoo.files import sha256_file
 
 logger = logging.getLogger(__name__)
 
+# Bump when a change here changes what a conversion writes (the official-model cache keys on it).
+CONVERTER_VERSION = 1
 # Anonymous conv initializers of the released graphs, (conv1.weight, conv1.bias, conv2.weight, conv2.bias).
 _NAMED_CONV_INITIALIZERS = {
     "onnx::Conv_1519": "encoder.conv1.weight",  # v1 (50 Hz)
@@ -69,28 +74,79 @@ _CONV_NODE = re.compile(r"^/conv([12])/Conv$")
 
 
 # ---- ONNX -> upstream state dict ----------------------------------------------------------------
-def _onnx_parameters(graph) -> dict[str, np.ndarray]:
-    """Every constant tensor of the graph by name: initializers and ``Constant`` node outputs."""
+def _onnx_constants(graph) -> dict[str, np.ndarray]:
+    """Every constant tensor of the graph by name: initializers, ``Constant`` node outputs, and the
+    ``Identity`` nodes through which ``torch.onnx.export`` names equal tensors it stores once.
+
+    Not all of them are weights: ``torch.onnx.export`` writes scalar operands (the exponent of
+    ``x.pow(2)``, LayerNorm's epsilon, attention's scale) as ``Constant`` nodes too. Which constants are
+    weights is decided by where they flow (:func:`_weight_inputs`), not by how they are stored.
+    """
     from onnx import numpy_helper
 
     params = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
-    for node in graph.node:
+    for node in graph.node:  # in graph order, so an Identity of a Constant sees it
         if node.op_type == "Constant":
             for attribute in node.attribute:
                 if attribute.name == "value":
                     params[node.output[0]] = numpy_helper.to_array(attribute.t)
+        elif node.op_type == "Identity" and node.input[0] in params:
+            # the exporter stores equal tensors once and names the copies through Identity nodes
+            params[node.output[0]] = params[node.input[0]]
     return params
 
 
-def _conv_strides(graph) -> dict[str, int]:
-    """Stride of each conv by its weight's initializer name (the first conv on the mel input is conv1)."""
-    strides = {}
+# Input slots of an op that take operands, never weights: Pow's exponent, shapes, axes, indices.
+_OPERAND_SLOTS = {
+    "Pow": (1,),
+    "Reshape": (1,),
+    "Expand": (1,),
+    "Tile": (1,),
+    "Unsqueeze": (1,),
+    "Squeeze": (1,),
+    "ReduceSum": (1,),
+    "ReduceMean": (1,),
+    "Gather": (1,),
+    "Slice": (1, 2, 3, 4),
+}
+
+
+def _weight_inputs(node, params: dict[str, np.ndarray]) -> list[str]:
+    """The constant inputs of ``node`` that carry weights, decided by the slot each one flows into.
+
+    An operand slot (:data:`_OPERAND_SLOTS`) never holds a weight, so the codebook's ``pow(2)`` gives the
+    codebook (slot 0) and not its exponent (slot 1). In elementwise arithmetic a single number is an
+    operand (LayerNorm's epsilon, attention's scale), never a per-channel weight; so are integer tensors.
+    """
+    operand_slots = _OPERAND_SLOTS.get(node.op_type, ())
+    weights = []
+    for slot, name in enumerate(node.input):
+        if name not in params or slot in operand_slots:
+            continue
+        value = params[name]
+        if not np.issubdtype(value.dtype, np.floating):
+            continue
+        if node.op_type in ("Add", "Sub", "Mul", "Div") and value.size <= 1:
+            continue
+        weights.append(name)
+    return weights
+
+
+def _front_convs(graph) -> list:
+    """The two front convolutions in graph order (ONNX keeps nodes topologically sorted): conv1 reads the
+    mel, conv2 reads conv1's output. Depthwise convolutions (FSMN memory, ``group`` > 1) are not among them.
+    """
+    convs = []
     for node in graph.node:
-        if node.op_type == "Conv" and len(node.input) > 1:
-            for attribute in node.attribute:
-                if attribute.name == "strides":
-                    strides[node.input[1]] = int(list(attribute.ints)[0])
-    return strides
+        groups = next((a.i for a in node.attribute if a.name == "group"), 1)
+        if node.op_type == "Conv" and groups == 1:
+            convs.append(node)
+    return convs
+
+
+def _stride(node) -> int | None:
+    strides = next((list(a.ints) for a in node.attribute if a.name == "strides"), None)
+    return int(strides[0]) if strides else None
 
 
 def read_onnx_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -103,8 +159,7 @@ def read_onnx_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str,
         graph = onnx.load(str(path)).graph
     except Exception as err:
         raise CorruptFileError(str(path), f"not a readable ONNX model ({err})") from err
-    params = _onnx_parameters(graph)
-    strides = _conv_strides(graph)
+    params = _onnx_constants(graph)
     state: dict[str, np.ndarray] = {}
     sources: dict[str, str] = {}
 
@@ -121,51 +176,46 @@ def read_onnx_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str,
         elif match := _FSMN_INITIALIZER.match(name):
             put(f"encoder.blocks.{match[1]}.attn.fsmn_block.weight", value, name)
 
-    conv1_weight_name = None
+    convs = _front_convs(graph)
+    if len(convs) != 2:
+        raise CorruptFileError(str(path), f"expected the two front convolutions, found {len(convs)} Conv nodes")
+    for layer, node in enumerate(convs, start=1):  # recognisable by where they sit in the graph
+        for slot, kind in ((1, "weight"), (2, "bias")):
+            if len(node.input) > slot and node.input[slot] in params:
+                put(f"encoder.conv{layer}.{kind}", params[node.input[slot]], node.name or f"Conv #{layer}")
+
     for node in graph.node:  # parameters recognisable by the node that consumes them
-        inputs = [(i, n) for i, n in enumerate(node.input) if n in params and n not in _NAMED_CONV_INITIALIZERS]
-        if match := _CONV_NODE.match(node.name):
-            layer = match[1]
-            if len(node.input) > 1:
-                put(f"encoder.conv{layer}.weight", params[node.input[1]], node.name)
-                if layer == "1":
-                    conv1_weight_name = node.input[1]
-            if len(node.input) > 2:
-                put(f"encoder.conv{layer}.bias", params[node.input[2]], node.name)
-        elif node.name == _CODEBOOK_NODE:
-            for _, name in inputs:
+        weights = [n for n in _weight_inputs(node, params) if n not in _NAMED_CONV_INITIALIZERS]
+        if node.name == _CODEBOOK_NODE:
+            for name in weights:
                 put("quantizer._codebook.embed", params[name].T, node.name)
         elif "quantizer" in node.name and node.op_type == "MatMul":
-            for _, name in inputs:  # FSQ's projection is (C, 8); a VQ graph's codebook MatMul is (C, K) and skipped
+            for name in weights:  # FSQ's projection is (C, 8); a VQ graph's codebook MatMul is (C, K) and skipped
                 if params[name].ndim == 2 and params[name].shape[1] == 8:
                     put("quantizer._codebook.project_down.weight", params[name].T, node.name)
         elif match := _FSMN_NODE.match(node.name):
-            for _, name in inputs:
+            for name in weights:
                 put(f"encoder.blocks.{match[1]}.attn.fsmn_block.weight", params[name], node.name)
         elif match := _LINEAR_NODE.match(node.name):
             prefix = f"encoder.blocks.{match[1]}.{match[2].replace('mlp/mlp.', 'mlp.').replace('/', '.')}"
-            for _, name in inputs:
+            for name in weights:
                 value = params[name]
                 if match[3] == "MatMul" and value.ndim == 2:
                     put(f"{prefix}.weight", value.T, node.name)  # ONNX MatMul keeps (in, out)
-                elif match[3] == "Add" and value.ndim == 1 and value.size > 1:
+                elif match[3] == "Add" and value.ndim == 1:
                     put(f"{prefix}.bias", value, node.name)
         elif match := _NORM_NODE.match(node.name):
             prefix = f"encoder.blocks.{match[1]}.{match[2]}"
             if match[3] == "LayerNormalization":
-                if len(node.input) > 1 and node.input[1] in params:
-                    put(f"{prefix}.weight", params[node.input[1]], node.name)
-                if len(node.input) > 2 and node.input[2] in params:
-                    put(f"{prefix}.bias", params[node.input[2]], node.name)
-            else:  # decomposed LayerNorm: scale by Mul, shift by Add; scalars (epsilon, powers) are skipped
-                for _, name in inputs:
-                    value = params[name]
-                    if value.size > 1 and value.ndim == 1:
-                        put(f"{prefix}.{'weight' if match[3] == 'Mul' else 'bias'}", value, node.name)
-    conv1_names = [n for n, k in _NAMED_CONV_INITIALIZERS.items() if k == "encoder.conv1.weight"]
-    conv1_weight_name = conv1_weight_name or next((n for n in conv1_names if n in params), None)
+                for slot, kind in ((1, "weight"), (2, "bias")):
+                    if len(node.input) > slot and node.input[slot] in weights:
+                        put(f"{prefix}.{kind}", params[node.input[slot]], node.name)
+            else:  # decomposed LayerNorm: scale by Mul, shift by Add (its epsilon Add has a scalar operand)
+                for name in weights:
+                    if params[name].ndim == 1:
+                        put(f"{prefix}.{'weight' if match[3] == 'Mul' else 'bias'}", params[name], node.name)
     facts = {
-        "conv1_stride": strides.get(conv1_weight_name) if conv1_weight_name else None,
+        "conv1_stride": _stride(convs[0]),
         "layout": "named-nodes" if any(_CONV_NODE.match(n.name) for n in graph.node) else "anonymous-initializers",
     }
     tensors = {k: torch.from_numpy(np.array(v, dtype=np.float32, copy=True)) for k, v in state.items()}
@@ -197,8 +247,11 @@ def resolve_variant(arch: str, src: Path, state: dict[str, torch.Tensor], facts:
     chosen = next((v for v in candidates.values() if v), None)
     file_variant = variant_from_name(src.name) if chosen is None else None  # an explicit choice wins over names
     if chosen is None:
-        if has_fsmn:
-            chosen = "v3" if file_variant == "v3" or facts.get("layout") == "named-nodes" else "v2"
+        if has_fsmn:  # v2 and v3 compute alike (v3 has 12 blocks); the file name, else the graph's naming, tells
+            if file_variant in ("v2", "v3"):
+                chosen = file_variant
+            else:
+                chosen = "v3" if facts.get("layout") == "named-nodes" else "v2"
         elif stride is not None:
             chosen = "v1" if stride == 1 else "v1_25hz"
         elif file_variant is not None and file_variant != "v1":
@@ -306,7 +359,9 @@ def convert_checkpoint(arch: str, src: Path, out: Path, **options: Any) -> Path:
 
         state = read_safetensors(src)
     elif src.suffix in (".pt", ".pth", ".bin"):
-        state = torch.load(src, map_location="cpu", weights_only=True)  # upstream's onnx2torch output
+        from zoo.pickles import load_weights_only
+
+        state = load_weights_only(src)  # upstream's onnx2torch output: a bare state_dict
     else:
         raise InputError(f"{src.name}: expected an .onnx, .safetensors or .pt checkpoint")
     variant = resolve_variant(arch, src, state, facts, options.get("variant"))

@@ -1,15 +1,17 @@
 """Cards for the four released S3Tokenizer checkpoints (hub_cards/s3tokenizer-{v1,v1_25hz,v2,v3}/README.md).
 
-The releases are ONNX graphs that tokenzoo does not redistribute; each card names where the file
-lives, its SHA-256 exactly as upstream's downloader records it (s3tokenizer 0.3.0, ``_SHA256S``),
-and the conversion command. Regenerate with ``python -m audio.s3tokenizer.official_cards``.
+The releases are ONNX graphs that tokenzoo does not redistribute; each card holds the recipe
+``zoo.load(name)`` follows (zoo.official): the Hugging Face repo and file, its SHA-256 exactly as
+upstream's downloader records it (s3tokenizer 0.3.0, ``_SHA256S``), the converter and its options. It
+also states the size (counted here) and the parity with upstream measured on the tiny parity fixture.
+Regenerate with ``python -m audio.s3tokenizer.official_cards`` (the parity figures need $TOKENZOO_PARITY_DIR).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from zoo.cards import make_card
+from zoo.cards import make_card, write_card
 
 ROOT = Path(__file__).resolve().parents[2]
 RELEASES = {
@@ -63,24 +65,64 @@ RELEASES = {
 }
 
 
+def parameter_count(variant: str, layers: int) -> tuple[int, int]:
+    """(parameters, buffers) of the released size of ``variant``, counted on the meta device."""
+    import torch
+
+    from audio.s3tokenizer import S3Tokenizer, S3TokenizerConfig
+
+    fsq = variant in ("v2", "v3")
+    config = S3TokenizerConfig(variant=variant, n_audio_layer=layers, n_codebook_size=6561 if fsq else 4096)
+    with torch.device("meta"):
+        model = S3Tokenizer(config)
+    return sum(p.numel() for p in model.parameters()), sum(b.numel() for b in model.buffers())
+
+
+def measured_parity(variant: str) -> str:
+    """Token ids against upstream s3tokenizer 0.3.0 on the parity fixture of ``variant``, counted now."""
+    import json
+
+    import torch
+    from safetensors.torch import load_file
+
+    from audio.s3tokenizer.convert import upstream_fixture_model
+    from zoo.parity import parity_root
+
+    folder = parity_root() / "s3tokenizer" / variant
+    if not (folder / "config.json").is_file():
+        return "not measured (no parity fixture at hand when this card was written)"
+    info = json.loads((folder / "config.json").read_text())["config"]
+    model, io = upstream_fixture_model(folder), load_file(str(folder / "io.safetensors"))
+    clips = sorted({k.split(".")[0] for k in io if k.startswith("clip") and k.endswith(".codes")})
+    equal = total = 0
+    for clip in clips:
+        mel = io[f"{clip}.mel"]
+        ids, _ = model.quantize(mel[None], torch.tensor([mel.shape[-1]]))
+        equal += int((ids[0] == io[f"{clip}.codes"]).sum())
+        total += io[f"{clip}.codes"].numel()
+    return (
+        f"{equal} of {total} token ids equal to upstream s3tokenizer 0.3.0's on the public parity fixture "
+        f"({len(clips)} clips; a random {info['n_audio_layer']}-block, {info['n_audio_state']}-wide {variant} "
+        "model), and the same ids after converting that model from an ONNX graph exported in the release's "
+        "layout (tests/test_official_layouts.py)"
+    )
+
+
 def write_cards(root: Path = ROOT / "hub_cards") -> list[Path]:
     paths = []
     for variant, r in RELEASES.items():
         name = f"s3tokenizer-{variant}"
-        hint = (
-            f"Download {r['file']} from {r['hf_repo']} (Hugging Face) or modelscope.cn/models/{r['modelscope']}, "
-            f"check sha256 {r['sha256']}, then convert it: `tokenzoo convert s3tokenizer {r['file']} --out DIR` "
-            "(or in Python audio.s3tokenizer.convert.convert_checkpoint("
-            f"'s3tokenizer-{variant}', '{r['file']}', 'DIR')) "
-            "and load it with zoo.load('DIR')."
-        )
+        params, buffers = parameter_count(variant, r["layers"])
         body = (
             f"\n## Release\n\n| | |\n|---|---|\n| upstream name | `{r['upstream_name']}` |\n"
             f"| file | `{r['file']}` in `{r['hf_repo']}` / ModelScope `{r['modelscope']}` |\n"
             f"| sha256 (as s3tokenizer 0.3.0 records it) | `{r['sha256']}` |\n"
-            f"| blocks | {r['layers']} x 1280 wide, 20 heads |\n\n"
-            "The weights are not bundled. Convert the ONNX file once (no onnxruntime needed); the variant is "
-            "recorded in config.json, so a 25 Hz file can never load as a 50 Hz model.\n\n"
+            f"| blocks | {r['layers']} x 1280 wide, 20 heads |\n"
+            f"| size | {params / 1e6:.2f} M parameters (+{buffers / 1e6:.2f} M in buffers), counted here |\n\n"
+            f"## Parity with upstream\n\n{measured_parity(variant)}.\n\n"
+            "The variant is recorded in config.json, so a 25 Hz file can never load as a 50 Hz model (v1 and "
+            "v1_25hz ship under the same file name). The head count (20) is not visible in the graph's weights; "
+            "the card passes it to the converter.\n\n"
             "Decoding: this is an encoder only. TouchTTS / CosyVoice turn these tokens back into speech.\n\n"
             "License: the CosyVoice code and the S3Tokenizer package are Apache-2.0 and the model pages list "
             "Apache-2.0; check the model repository before redistributing converted weights.\n"
@@ -95,18 +137,14 @@ def write_cards(root: Path = ROOT / "hub_cards") -> list[Path]:
             upstream_repo="xingchensong/S3Tokenizer",
             upstream_revision="PyPI s3tokenizer 0.3.0",
             paper=r["paper"],
-            weights=f"Released ONNX graph {r['file']} (sha256 {r['sha256']}); convert with audio.s3tokenizer.convert.",
-            weights_hint=hint,
-            variant=variant,
-            onnx_file=r["file"],
-            onnx_sha256=r["sha256"],
-            onnx_repo=r["hf_repo"],
+            weights=f"Converted by tokenzoo (audio.s3tokenizer.convert) from the released ONNX graph {r['file']} "
+            f"(sha256 {r['sha256']}); no weights are bundled.",
+            converter=name,
+            converter_options={"variant": variant, "n_audio_head": 20},
+            upstream_files=[{"repo": r["hf_repo"], "filename": r["file"], "revision": "main", "sha256": r["sha256"]}],
             body=body,
         )
-        folder = root / name
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "README.md").write_text(str(card))
-        paths.append(folder / "README.md")
+        paths.append(write_card(root, name, card))
     return paths
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from vision.flextok.config import LICENSE_NOTE
-from zoo.cards import make_card
+from zoo.cards import make_card, write_card
 
 PAPER = "https://arxiv.org/abs/2502.13967"
 UPSTREAM = "apple/ml-flextok"
@@ -38,6 +38,76 @@ License; tokenzoo does not include it (this is a clean reimplementation).
 """
 
 
+def _count(model_class, config) -> int:
+    import torch
+
+    with torch.device("meta"):
+        model = model_class(config)
+    return sum(p.numel() for p in model.parameters())
+
+
+def tokenizer_size(enc: int, dec: int) -> str:
+    """Parameters of a released FlexTok (width 64 x depth, 64-wide heads, the c16 VAE), counted on the meta device."""
+    from vision.flextok.config import FlexTokConfig
+    from vision.flextok.model import FlexTok
+
+    config = FlexTokConfig(encoder_dim=64 * enc, encoder_depth=enc, decoder_dim=64 * dec, decoder_depth=dec)
+    return f"{_count(FlexTok, config) / 1e9:.2f} B parameters (counted here; the VAE included)"
+
+
+def _fixture():
+    from safetensors.torch import load_file
+
+    from vision.flextok.convert import load_upstream
+    from zoo.parity import parity_root
+
+    folder = parity_root() / "flextok"
+    if not (folder / "config.json").is_file():
+        return None, None, None
+    return folder, load_upstream(folder / "weights.safetensors"), load_file(str(folder / "io.safetensors"))
+
+
+def measured_parity() -> str:
+    """Token ids against upstream's on the FlexTok parity fixture, measured now."""
+    import json
+
+    folder, model, io = _fixture()
+    if folder is None:
+        return "not measured (no parity fixture at hand when this card was written)"
+    ids = model.encode(io["images"]).ids
+    equal, total = int((ids == io["token_ids"]).sum()), io["token_ids"].numel()
+    upstream = json.loads((folder / "config.json").read_text())["upstream_config"]
+    depths = upstream["encoder"]["module_dict"]["enc_transformer"].get("depth", "?")
+    return (
+        f"{equal} of {total} token ids equal to upstream's on the public parity fixture (a random model with "
+        f"encoder depth {depths}, {io['images'].shape[0]} images), loaded from the fixture in the repo layout "
+        "EPFL-VILAB publishes (tests/test_flextok_hub.py)"
+    )
+
+
+def vae_parity() -> str:
+    """The VAE's latents against upstream's on the FlexTok parity fixture (its VAE is this architecture)."""
+    import torch
+
+    folder, model, io = _fixture()
+    if folder is None:
+        return "not measured (no parity fixture at hand when this card was written)"
+    with torch.no_grad():
+        latents = model.vae.encode(io["images"]).latent_dist.mode() * model.config.vae_scaling_factor
+    diff = (latents - io["vae_latents"]).abs().max().item()
+    return (
+        f"Latents within {diff:.1e} (max abs) of upstream's on the public parity fixture (a random VAE of this "
+        f"architecture with {latents.shape[1]} latent channels; tolerance 1e-5), also loaded from the diffusers "
+        "folder layout EPFL-VILAB publishes (tests/test_flextok_hub.py)"
+    )
+
+
+def vae_size(channels: int) -> str:
+    from vision.flextok.vae import FlexTokVAE, FlexTokVAEConfig
+
+    return f"{_count(FlexTokVAE, FlexTokVAEConfig(latent_channels=channels)) / 1e6:.1f} M parameters (counted here)"
+
+
 def official_card(name: str):
     repo, enc, dec, data = OFFICIAL[name]
     summary = (
@@ -51,7 +121,8 @@ def official_card(name: str):
         "(`vision/flextok/convert.py`); nothing from the config is instantiated. A downloaded folder loads the same "
         "way (`zoo.load('local-dir:PATH')`), or converts to a zoo folder with "
         "`tokenzoo convert flextok PATH --out DIR`.\n\nDecoding on CPU is slow at this size (25 steps x 2 CFG "
-        "passes); use a GPU.\n" + LICENSE_BODY
+        "passes); use a GPU.\n"
+        f"\n## Size\n\n{tokenizer_size(enc, dec)}.\n\n## Parity with upstream\n\n{measured_parity()}.\n" + LICENSE_BODY
     ).replace("NAME", repr(name))
     return published_card(name, "flextok", repo, "upstream", summary, body)
 
@@ -67,7 +138,7 @@ def vae_card(name: str):
         f"loaded as published: `zoo.load({name!r})` reads the structural fields of its config.json (refusing any "
         "it does not implement), builds the AutoencoderKL and loads the weights strictly. `encode` returns the "
         "posterior mode as continuous tokens, embeddings (B, h*w, C) in row-major order; `decode` inverts it.\n"
-        + LICENSE_BODY
+        f"\n## Size\n\n{vae_size(channels)}.\n\n## Parity with upstream\n\n{vae_parity()}.\n" + LICENSE_BODY
     )
     return published_card(name, "flextok-vae", repo, "diffusers", summary, body)
 
@@ -156,13 +227,9 @@ off; from eight on, colours and layout follow the input. The training record is 
 
 def write_official_cards(root: Path = Path("hub_cards")) -> None:
     for name in OFFICIAL:
-        folder = root / name
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "README.md").write_text(str(official_card(name)))
+        write_card(root, name, official_card(name))
     for name in OFFICIAL_VAES:
-        folder = root / name
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "README.md").write_text(str(vae_card(name)))
+        write_card(root, name, vae_card(name))
 
 
 if __name__ == "__main__":

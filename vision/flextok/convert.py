@@ -19,6 +19,9 @@ from zoo.errors import ConfigError
 
 __all__ = ["convert_checkpoint", "load_upstream", "load_upstream_folder", "parse_upstream_config"]
 
+# Bump when a change here changes what a conversion writes (the official-model cache keys on it).
+CONVERTER_VERSION = 1
+
 
 def load_upstream(
     weights: Path, config: Mapping[str, Any] | None = None, source: str | None = None, revision: str | None = None
