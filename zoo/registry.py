@@ -31,6 +31,7 @@ ARCHITECTURES: dict[str, str] = {
     # image
     "flextok": "vision.flextok.model:FlexTok",
     "flextok-vae": "vision.flextok.vae:FlexTokVAE",
+    "seed": "vision.seed.model:SEED",
     # pose
     "mixste": "video_pose.mixste:MixSTE",
     "hot-mixste": "video_pose.hot:HoTMixSTE",
@@ -48,6 +49,8 @@ ARCHITECTURES: dict[str, str] = {
 # that writes a zoo model folder at ``out`` (README.md card + config.json + model.safetensors).
 CONVERTERS: dict[str, str] = {
     "flextok": "vision.flextok.convert:convert_checkpoint",
+    "seed": "vision.seed.convert:convert_checkpoint",
+    "seed-tokenizer-2": "vision.seed.convert:convert_checkpoint",  # seed_quantizer.pt + --vit eva_vit_g.pth
     "mixste": "video_pose.convert:convert_checkpoint",
     "hot-mixste": "video_pose.convert:convert_checkpoint",
     "tpc-mixste": "video_pose.convert:convert_checkpoint",

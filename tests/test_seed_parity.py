@@ -1,0 +1,214 @@
+"""SEED against upstream, number for number, from every fixture folder under $TOKENZOO_PARITY_DIR/seed.
+
+Sizes come from the weight shapes (through vision/seed/convert.py); what no weight holds (head counts,
+the cross-attention period, the query count that switches causality on) from the fixture's config.json.
+Only io tensors that config.json's ``io_tensors`` lists are read. Tolerances from the fixture README:
+ids and codebook rows exact, every other float tensor atol 5e-5, preprocessing atol 1e-6.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.helpers import parity_params, require_fixture
+
+FIXTURES = parity_params("seed")
+ATOL = 5e-5  # README: every float tensor; batch-of-1 vs batch-of-2 differ by ~1e-6 upstream
+ATOL_PREP = 1e-6  # README: PIL bicubic through torchvision
+
+
+@lru_cache(maxsize=4)
+def _load(fixture_dir: Path):
+    from safetensors.torch import load_file
+
+    from vision.seed.convert import config_from_shapes, load_upstream_state
+
+    config = json.loads((fixture_dir / "config.json").read_text())
+    described = config["io_tensors"]
+    io = {k: v for k, v in load_file(str(fixture_dir / "io.safetensors")).items() if k in described}
+    weights = load_file(str(fixture_dir / "weights.safetensors"))
+    built = config["constructor"]
+    settings = dict(
+        vit_heads=built["vision_encoder"]["kwargs"]["num_heads"],
+        qformer_heads=built["qformer"]["bert_config"]["num_attention_heads"],
+        detok_heads=config["hyperparameters"]["blocks_image"]["num_heads"],
+        cross_attention_freq=built["qformer"]["extra_config"]["cross_attention_freq"],
+        # upstream's BertModel switches the causal query mask on when exactly 32 queries come in
+        causal_queries=built["kwargs"]["num_query_token"] == 32,
+    )
+    model = load_upstream_state(
+        weights, config_from_shapes({k: tuple(v.shape) for k, v in weights.items()}, **settings)
+    )
+    return config, io, model
+
+
+def _fixture(fixture_dir):
+    require_fixture(fixture_dir, "seed")
+    return _load(Path(fixture_dir))
+
+
+def _close(actual, expected, atol, name):
+    actual = actual.detach().float()
+    assert actual.shape == expected.shape, f"{name}: shape {tuple(actual.shape)} vs {tuple(expected.shape)}"
+    diff = (actual - expected.float()).abs().max().item()
+    assert diff <= atol, f"{name}: max abs diff {diff:.3g} > {atol}"
+
+
+@pytest.mark.parametrize("fixture_dir", FIXTURES)
+def test_parity_seed_config_read_from_the_weights_matches_the_constructor(fixture_dir):
+    config, io, model = _fixture(fixture_dir)
+    kwargs = config["constructor"]["kwargs"]
+    vit = config["constructor"]["vision_encoder"]["kwargs"]
+    bert = config["constructor"]["qformer"]["bert_config"]
+    c = model.config
+    assert (c.image_size, c.patch_size, c.vit_width, c.vit_depth) == (
+        vit["img_size"],
+        vit["patch_size"],
+        vit["embed_dim"],
+        vit["depth"],
+    )
+    assert c.vit_mlp_hidden == int(vit["embed_dim"] * vit["mlp_ratio"])
+    assert (c.qformer_width, c.qformer_layers, c.qformer_intermediate) == (
+        bert["hidden_size"],
+        bert["num_hidden_layers"],
+        bert["intermediate_size"],
+    )
+    assert (c.codebook_size, c.codebook_dim, c.num_query_tokens) == (
+        kwargs["n_embed"],
+        kwargs["codebook_embed_dim"],
+        kwargs["num_query_token"],
+    )
+    assert (c.detok_depth, c.generation_dim) == (kwargs["decode_depth"], kwargs["image_features_dim"])
+    assert c.cross_attention_layers == config["hyperparameters"]["qformer_cross_attention_layers"]
+
+
+@pytest.mark.parametrize("fixture_dir", FIXTURES)
+def test_parity_seed_encoder_stages_match_upstream(fixture_dir):
+    _, io, model = _fixture(fixture_dir)
+    stages = {}
+    with torch.no_grad():
+        ids = model.tokenize(io["images"], stages)
+    for name in ("vit_out", "ln_vision_out", "qformer_query_out", "pre_quant"):
+        _close(stages[name], io[name], ATOL, name)
+    _close(stages["quant"], io["quant_straight_through"], ATOL, "quant_straight_through")
+    assert torch.equal(ids, io["token_ids"])
+
+
+@pytest.mark.parametrize("fixture_dir", FIXTURES)
+def test_parity_seed_token_ids_are_exact_through_encode(fixture_dir):
+    _, io, model = _fixture(fixture_dir)
+    tokens = model.encode(io["images"])
+    assert tokens.ids.dtype == torch.int64 and torch.equal(tokens.ids, io["token_ids"])
+
+
+@pytest.mark.parametrize("fixture_dir", FIXTURES)
+def test_parity_seed_each_image_alone_gets_the_ids_it_gets_in_the_batch(fixture_dir):
+    _, io, model = _fixture(fixture_dir)
+    for i in range(io["images"].shape[0]):
+        assert torch.equal(model.encode(io["images"][i : i + 1]).ids, io["token_ids"][i : i + 1])
+
+
+@pytest.mark.parametrize("fixture_dir", FIXTURES)
+def test_parity_seed_detokenizer_stages_and_generation_embedding(fixture_dir):
+    _, io, model = _fixture(fixture_dir)
+    stages = {}
+    with torch.no_grad():
+        embedding = model.generation_embedding(io["token_ids"], stages)
+        query_up = model.decode_task_layer(io["quant_straight_through"])
+    assert torch.equal(stages["codebook_vectors"], io["codebook_vectors"])
+    for name in ("detok_query_up", "detok_blocks_out", "detok_image_down"):
+        _close(stages[name], io[name], ATOL, name)
+    _close(embedding, io["gen_embedding"], ATOL, "gen_embedding")
+    _close(query_up, io["query_output_up"], ATOL, "query_output_up")
+
+
+@pytest.mark.parametrize("fixture_dir", FIXTURES)
+def test_parity_seed_probe_ids_decode_to_upstream_embeddings_through_decode(fixture_dir):
+    from zoo.api import Tokens
+
+    _, io, model = _fixture(fixture_dir)
+    embedding = model.decode(Tokens(ids=io["probe_ids"]), output="embedding")
+    _close(embedding, io["gen_embedding_probe"], ATOL, "gen_embedding_probe")
+
+
+def _pillow_bicubic(image: np.ndarray, width: int, height: int, vertical_first: bool) -> np.ndarray:
+    """Pillow's 8-bit separable bicubic resize (a = -0.5, support widened by the downscale factor,
+    22-bit fixed-point weights, the intermediate rounded to 8 bits), with either pass first."""
+    precision = 22
+
+    def weights(size_in: int, size_out: int):
+        scale = size_in / size_out
+        stretch = max(scale, 1.0)
+        support = 2.0 * stretch
+        rows = []
+        for i in range(size_out):
+            center = (i + 0.5) * scale
+            lo, hi = max(int(center - support + 0.5), 0), min(int(center + support + 0.5), size_in)
+            x = np.abs((np.arange(lo, hi) - center + 0.5) / stretch)
+            w = np.where(x < 1, (1.5 * x - 2.5) * x * x + 1, np.where(x < 2, ((x - 5) * x + 8) * x * -0.5 + 2, 0.0))
+            w = w / w.sum()
+            rows.append((lo, np.where(w >= 0, w * (1 << precision) + 0.5, w * (1 << precision) - 0.5).astype(np.int64)))
+        return rows
+
+    def one_pass(a: np.ndarray, size_out: int, axis: int) -> np.ndarray:
+        a = np.moveaxis(a, axis, 0).astype(np.int64)
+        out = [
+            (1 << (precision - 1)) + np.tensordot(w, a[lo : lo + len(w)], axes=(0, 0))
+            for lo, w in weights(a.shape[0], size_out)
+        ]
+        return np.moveaxis(np.clip(np.stack(out) >> precision, 0, 255), 0, axis)
+
+    if vertical_first:
+        return one_pass(one_pass(image, height, 0), width, 1).astype(np.uint8)
+    return one_pass(one_pass(image, width, 1), height, 0).astype(np.uint8)
+
+
+def _check_preprocessing(ours, sources, expected, size, name):
+    """Pillow >= 13 (which made the fixture): equal to 1e-6. Older Pillow runs the horizontal pass first
+    where Pillow 13 may run the vertical one, and rounding the 8-bit intermediate differs: then ours
+    must equal Pillow's algorithm horizontal-first, and the fixture one of the two pass orders."""
+    import PIL
+    from PIL import Image
+
+    from vision.seed.model import squash_normalize
+
+    if int(PIL.__version__.split(".")[0]) >= 13:
+        _close(ours, expected, ATOL_PREP, name)
+        return
+    for i, source in enumerate(sources):
+        orders = [
+            squash_normalize(Image.fromarray(_pillow_bicubic(source, size, size, v)), size) for v in (False, True)
+        ]
+        _close(ours[i], orders[0], ATOL_PREP, f"{name}[{i}] vs Pillow's horizontal-first resize")
+        gaps = [(o - expected[i]).abs().max().item() for o in orders]
+        assert min(gaps) <= ATOL_PREP, f"{name}[{i}]: the fixture matches neither pass order ({gaps})"
+
+
+@pytest.mark.parametrize("fixture_dir", FIXTURES)
+def test_parity_seed_preprocessing_squashes_with_pil_bicubic_and_clip_normalisation(fixture_dir):
+    from PIL import Image
+
+    _, io, model = _fixture(fixture_dir)
+    keys = sorted(k for k in io if k.startswith("src_image_") and k.endswith("_uint8"))
+    sources = [np.ascontiguousarray(io[k].numpy()) for k in keys]
+    ours = model.preprocess([Image.fromarray(s) for s in sources])
+    _check_preprocessing(ours, sources, io["images"], model.config.image_size, "images")
+
+
+@pytest.mark.parametrize("fixture_dir", FIXTURES)
+def test_parity_seed_release_preprocessing_at_its_own_size(fixture_dir):
+    from PIL import Image
+
+    from vision.seed.model import squash_normalize
+
+    _, io, _ = _fixture(fixture_dir)
+    size = io["prep224_output"].shape[-1]
+    source = np.ascontiguousarray(io["prep224_input_uint8"].numpy())
+    ours = squash_normalize(Image.fromarray(source), size)[None]
+    _check_preprocessing(ours, [source], io["prep224_output"], size, "prep224_output")
