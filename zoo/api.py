@@ -286,11 +286,12 @@ def config_from_dict(config_class: type, data: Mapping[str, Any], where: str = "
 
 # ---- models -------------------------------------------------------------------------------------
 def inference(method: Callable) -> Callable:
-    """Run a public encode/decode under ``torch.inference_mode`` (no autograd bookkeeping)."""
+    """Run a public encode/decode under ``torch.no_grad``: no autograd bookkeeping, and unlike
+    ``inference_mode`` its outputs can feed later computations that do track gradients."""
 
     @functools.wraps(method)
     def wrapper(*args, **kwargs):
-        with torch.inference_mode():
+        with torch.no_grad():
             return method(*args, **kwargs)
 
     return wrapper

@@ -148,7 +148,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
         raise ModelFileNotFoundError(str(source.resolve().parent), source.name, hint="No such checkpoint.")
     module_name, function_name = CONVERTERS[args.arch].split(":")
     convert = getattr(importlib.import_module(module_name), function_name)
-    out = convert(args.arch, source, Path(args.out))
+    options = {"vit": Path(args.vit)} if args.vit else {}
+    out = convert(args.arch, source, Path(args.out), **options)
     print(f"wrote {out}; load it with zoo.load({str(out)!r})")
     return 0
 
@@ -192,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("arch")
     p.add_argument("checkpoint")
     p.add_argument("--out", required=True)
+    p.add_argument("--vit", default=None, help="a ViT checkpoint released apart (SEED: LAVIS eva_vit_g.pth)")
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("demo", help="run every bundled model on bundled samples and print one table")

@@ -1,0 +1,141 @@
+"""Model cards for SEED: the released SEED-LLaMA tokenizer (seed-tokenizer-2) and seed-tiny, trained here.
+
+python -m vision.seed.card     # rewrites hub_cards/seed-tokenizer-2/README.md
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from zoo.cards import make_card
+
+PAPER = "https://arxiv.org/abs/2310.01218"
+UPSTREAM = "AILab-CVC/SEED"
+UPSTREAM_REVISION = "93b3cf408196735ec4820ad2eb4d9dc4a670003d"
+RELEASE_REPO = "AILab-CVC/seed-tokenizer-2"
+QUANTIZER_FILE = "seed_quantizer.pt"
+VIT_FILE = "eva_vit_g.pth"
+VIT_URL = "https://storage.googleapis.com/sfr-vision-language-research/LAVIS/models/BLIP2/eva_vit_g.pth"
+UNCLIP_REPO = "stabilityai/stable-diffusion-2-1-unclip"
+TOKENS = "32 causal ids in [0, 8192) per 224x224 image (416 bits)"
+
+LICENSE_BODY = f"""
+## License
+
+The tokenizer weights (`{QUANTIZER_FILE}`, `{RELEASE_REPO}`) are released under **Apache-2.0**, as is
+upstream's code (`{UPSTREAM}`; its vendored LAVIS/BLIP-2 files carry BSD-3-Clause). Third-party pieces keep
+their own terms:
+- the EVA ViT-g weights come from Salesforce LAVIS (`{VIT_FILE}`, BLIP-2's release, BSD-3-Clause code); the
+  EVA-CLIP weights they derive from have their own terms, check them before redistributing;
+- the pixel decoder, `{UNCLIP_REPO}`, is under the **CreativeML Open RAIL++-M** license, with use-based
+  restrictions that apply to the images you make with it; tokenzoo neither bundles nor downloads it;
+- the SEED-LLaMA language models that read these tokens are under the LLaMA 2 license.
+tokenzoo is a clean reimplementation and contains no upstream code.
+"""
+
+
+def official_card():
+    """hub_cards/seed-tokenizer-2: where the release files are and how to convert them (no weights here)."""
+    hint = (
+        f"Download {QUANTIZER_FILE} from the Hub repo {RELEASE_REPO} and the EVA ViT-g weights {VIT_FILE} "
+        f"from LAVIS ({VIT_URL}), then convert both into one folder: `tokenzoo convert seed-tokenizer-2 "
+        f"{QUANTIZER_FILE} --vit {VIT_FILE} --out DIR` (or vision.seed.convert.convert_checkpoint("
+        f"'seed-tokenizer-2', '{QUANTIZER_FILE}', 'DIR', vit='{VIT_FILE}')) and load it with zoo.load('DIR')."
+    )
+    rows = [
+        (
+            "tokenizer file",
+            f"`{QUANTIZER_FILE}` in `{RELEASE_REPO}`: a pickled float32 state_dict of the Q-Former, codebook and "
+            "de-tokenizer, without the ViT, with BLIP-2 tensors the tokenizer does not use (ignored and named "
+            "when converting)",
+        ),
+        (
+            "ViT file",
+            f"`{VIT_FILE}` (LAVIS, BLIP-2): a bare float16 EVA ViT-g state_dict; SEED runs its first 39 blocks "
+            "(the converter drops the rest and names them)",
+        ),
+        (
+            "sha256",
+            "not recorded: the files could not be fetched where this card was written; the converter checks "
+            "every tensor's name and shape instead",
+        ),
+        ("decoder", f"`{UNCLIP_REPO}` (diffusers `StableUnCLIPImg2ImgPipeline`), attached with `attach_unclip`"),
+    ]
+    table = "\n".join(f"| {k} | {v} |" for k, v in rows)
+    body = f"""
+## Release
+
+| | |
+|---|---|
+{table}
+
+## Use the converted folder
+
+```python
+import zoo
+from diffusers import StableUnCLIPImg2ImgPipeline
+
+model = zoo.load("DIR")                      # the converted folder
+tokens = model.encode(["cat.jpg"])           # ids (1, 32); 224 px squash, PIL bicubic, CLIP mean/std
+embedding = model.decode(tokens, output="embedding")   # (1, 1024) unCLIP image embedding
+model.attach_unclip(StableUnCLIPImg2ImgPipeline.from_pretrained("{UNCLIP_REPO}"))
+images = model.decode(tokens, seed=0)        # (1, 3, 768, 768) in [-1, 1]: 20 steps, guidance 10, noise level 0
+```
+
+The ViT-g alone is about 1 B parameters (about 0.5 TFLOP per image): encode on a GPU, where the model runs
+under bf16 autocast, or expect seconds per image on a CPU.
+{LICENSE_BODY}"""
+    return make_card(
+        name="seed-tokenizer-2",
+        arch="seed",
+        modality="image",
+        license="apache-2.0",
+        summary=(
+            "The SEED-LLaMA image tokenizer (SEED-2): EVA ViT-g features, a causal Q-Former with 32 queries and a "
+            "8192 x 32 codebook give 32 left-to-right ids per image; a de-tokenizer maps the ids to a 1024-d "
+            "embedding that Stable Diffusion 2.1 unCLIP turns back into an image."
+        ),
+        tokens=TOKENS,
+        upstream_repo=UPSTREAM,
+        upstream_revision=UPSTREAM_REVISION,
+        paper=PAPER,
+        weights=(
+            f"Released by Tencent ARC as {QUANTIZER_FILE} ({RELEASE_REPO}) plus the LAVIS EVA ViT-g weights "
+            f"({VIT_FILE}); convert with vision/seed/convert.py."
+        ),
+        weights_hint=hint,
+        body=body,
+        quantizer_repo=RELEASE_REPO,
+        quantizer_file=QUANTIZER_FILE,
+        vit_file=VIT_FILE,
+        vit_url=VIT_URL,
+        decoder_repo=UNCLIP_REPO,
+    )
+
+
+def release_card(name: str, source: str):
+    """The card of a folder converted from the release files."""
+    return make_card(
+        name=name,
+        arch="seed",
+        modality="image",
+        license="apache-2.0",
+        summary="The SEED-LLaMA image tokenizer, converted from the release files by tokenzoo.",
+        tokens=TOKENS,
+        upstream_repo=UPSTREAM,
+        upstream_revision=UPSTREAM_REVISION,
+        paper=PAPER,
+        weights=f"converted by vision/seed/convert.py from {source} and the LAVIS EVA ViT-g weights",
+        body=LICENSE_BODY,
+    )
+
+
+def write_official_card(root: Path = Path("hub_cards")) -> Path:
+    folder = root / "seed-tokenizer-2"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "README.md").write_text(str(official_card()))
+    return folder
+
+
+if __name__ == "__main__":
+    write_official_card()
