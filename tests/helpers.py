@@ -36,6 +36,14 @@ def require_fixture(fixture_dir, family: str):
     return fixture_dir
 
 
+def assert_max_abs_close(actual, expected, atol: float, name: str) -> None:
+    """Equal shapes and max |actual - expected| <= atol (compared in float32), naming the tensor if not."""
+    actual = actual.detach().float()
+    assert actual.shape == expected.shape, f"{name}: shape {tuple(actual.shape)} vs {tuple(expected.shape)}"
+    diff = (actual - expected.float()).abs().max().item()
+    assert diff <= atol, f"{name}: max abs diff {diff:.3g} > {atol}"
+
+
 def free_port() -> int:
     """A TCP port free right now, so parallel accelerate launches on one machine do not collide."""
     with socket.socket() as s:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import parity_params, require_fixture
+from tests.helpers import assert_max_abs_close, parity_params, require_fixture
 
 FIXTURES = parity_params("flextok")
 ATOL_LATENTS = 1e-5  # vae_latents
@@ -39,13 +39,6 @@ def _fixture(fixture_dir):
     return _load(Path(fixture_dir))
 
 
-def _close(actual, expected, atol, name):
-    actual = actual.detach().float()
-    assert actual.shape == expected.shape, f"{name}: shape {tuple(actual.shape)} vs {tuple(expected.shape)}"
-    diff = (actual - expected.float()).abs().max().item()
-    assert diff <= atol, f"{name}: max abs diff {diff:.3g} > {atol}"
-
-
 def _guidance(case):
     schedule = case.get("guidance_schedule")
     if schedule:
@@ -68,8 +61,8 @@ def test_parity_flextok_config_and_vae_structure_match_the_fixture(fixture_dir):
 def test_parity_flextok_vae_latents_and_reconstruction(fixture_dir):
     _, io, model = _fixture(fixture_dir)
     with torch.no_grad():
-        _close(model.vae_encode(io["images"]), io["vae_latents"], ATOL_LATENTS, "vae_latents")
-        _close(model.vae_decode(io["vae_latents"]), io["vae_recon"], ATOL_DECODE, "vae_recon")
+        assert_max_abs_close(model.vae_encode(io["images"]), io["vae_latents"], ATOL_LATENTS, "vae_latents")
+        assert_max_abs_close(model.vae_decode(io["vae_latents"]), io["vae_recon"], ATOL_DECODE, "vae_recon")
 
 
 @pytest.mark.parametrize("fixture_dir", FIXTURES)
@@ -77,9 +70,11 @@ def test_parity_flextok_encoder_intermediates(fixture_dir):
     _, io, model = _fixture(fixture_dir)
     with torch.no_grad():
         pre, trunk_registers, trunk_patches = model.encoder(io["vae_latents"], return_trunk=True)
-    _close(trunk_registers, io["enc_registers_trunk"], ATOL_FORWARD, "enc_registers_trunk")
-    _close(trunk_patches.reshape(io["enc_patches_trunk"].shape), io["enc_patches_trunk"], ATOL_FORWARD, "patches")
-    _close(pre, io["registers_pre_fsq"], ATOL_FORWARD, "registers_pre_fsq")
+    assert_max_abs_close(trunk_registers, io["enc_registers_trunk"], ATOL_FORWARD, "enc_registers_trunk")
+    assert_max_abs_close(
+        trunk_patches.reshape(io["enc_patches_trunk"].shape), io["enc_patches_trunk"], ATOL_FORWARD, "patches"
+    )
+    assert_max_abs_close(pre, io["registers_pre_fsq"], ATOL_FORWARD, "registers_pre_fsq")
 
 
 @pytest.mark.parametrize("fixture_dir", FIXTURES)
@@ -118,7 +113,9 @@ def test_parity_flextok_single_decoder_forwards(fixture_dir):
     ]
     with torch.no_grad():
         for name, x, t, keep, flag in cases:
-            _close(model.velocity(x, torch.full((b,), t), codes, keep, flag), io[name], ATOL_FORWARD, name)
+            assert_max_abs_close(
+                model.velocity(x, torch.full((b,), t), codes, keep, flag), io[name], ATOL_FORWARD, name
+            )
 
 
 @pytest.mark.parametrize("fixture_dir", FIXTURES)
@@ -143,8 +140,8 @@ def test_parity_flextok_full_decodes_with_injected_noise(fixture_dir):
             noise=noise,
             return_latents=True,
         )
-        _close(latents, io[case["latents_key"]], ATOL_DECODE, case["latents_key"])
-        _close(out, io[case["images_key"]], ATOL_DECODE, case["images_key"])
+        assert_max_abs_close(latents, io[case["latents_key"]], ATOL_DECODE, case["latents_key"])
+        assert_max_abs_close(out, io[case["images_key"]], ATOL_DECODE, case["images_key"])
 
 
 @pytest.mark.parametrize("fixture_dir", FIXTURES)
@@ -165,4 +162,4 @@ def test_parity_flextok_preprocessing_matches_upstream(fixture_dir):
     config, io, _ = _fixture(fixture_dir)
     size = io["prep_output"].shape[-1]
     image = Image.fromarray(np.ascontiguousarray(io["prep_input_uint8"].numpy()))
-    _close(resize_center_crop(image, size)[None], io["prep_output"], ATOL_PREP, "prep_output")
+    assert_max_abs_close(resize_center_crop(image, size)[None], io["prep_output"], ATOL_PREP, "prep_output")

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import parity_params, require_fixture
+from tests.helpers import assert_max_abs_close, parity_params, require_fixture
 
 FIXTURES = parity_params("seed")
 ATOL = 5e-5  # README: every float tensor; batch-of-1 vs batch-of-2 differ by ~1e-6 upstream
@@ -51,13 +51,6 @@ def _load(fixture_dir: Path):
 def _fixture(fixture_dir):
     require_fixture(fixture_dir, "seed")
     return _load(Path(fixture_dir))
-
-
-def _close(actual, expected, atol, name):
-    actual = actual.detach().float()
-    assert actual.shape == expected.shape, f"{name}: shape {tuple(actual.shape)} vs {tuple(expected.shape)}"
-    diff = (actual - expected.float()).abs().max().item()
-    assert diff <= atol, f"{name}: max abs diff {diff:.3g} > {atol}"
 
 
 @pytest.mark.parametrize("fixture_dir", FIXTURES)
@@ -95,8 +88,8 @@ def test_parity_seed_encoder_stages_match_upstream(fixture_dir):
     with torch.no_grad():
         ids = model.tokenize(io["images"], stages)
     for name in ("vit_out", "ln_vision_out", "qformer_query_out", "pre_quant"):
-        _close(stages[name], io[name], ATOL, name)
-    _close(stages["quant"], io["quant_straight_through"], ATOL, "quant_straight_through")
+        assert_max_abs_close(stages[name], io[name], ATOL, name)
+    assert_max_abs_close(stages["quant"], io["quant_straight_through"], ATOL, "quant_straight_through")
     assert torch.equal(ids, io["token_ids"])
 
 
@@ -123,9 +116,9 @@ def test_parity_seed_detokenizer_stages_and_generation_embedding(fixture_dir):
         query_up = model.decode_task_layer(io["quant_straight_through"])
     assert torch.equal(stages["codebook_vectors"], io["codebook_vectors"])
     for name in ("detok_query_up", "detok_blocks_out", "detok_image_down"):
-        _close(stages[name], io[name], ATOL, name)
-    _close(embedding, io["gen_embedding"], ATOL, "gen_embedding")
-    _close(query_up, io["query_output_up"], ATOL, "query_output_up")
+        assert_max_abs_close(stages[name], io[name], ATOL, name)
+    assert_max_abs_close(embedding, io["gen_embedding"], ATOL, "gen_embedding")
+    assert_max_abs_close(query_up, io["query_output_up"], ATOL, "query_output_up")
 
 
 @pytest.mark.parametrize("fixture_dir", FIXTURES)
@@ -134,7 +127,7 @@ def test_parity_seed_probe_ids_decode_to_upstream_embeddings_through_decode(fixt
 
     _, io, model = _fixture(fixture_dir)
     embedding = model.decode(Tokens(ids=io["probe_ids"]), output="embedding")
-    _close(embedding, io["gen_embedding_probe"], ATOL, "gen_embedding_probe")
+    assert_max_abs_close(embedding, io["gen_embedding_probe"], ATOL, "gen_embedding_probe")
 
 
 def _pillow_bicubic(image: np.ndarray, width: int, height: int, vertical_first: bool) -> np.ndarray:
@@ -179,13 +172,13 @@ def _check_preprocessing(ours, sources, expected, size, name):
     from vision.seed.model import squash_normalize
 
     if int(PIL.__version__.split(".")[0]) >= 13:
-        _close(ours, expected, ATOL_PREP, name)
+        assert_max_abs_close(ours, expected, ATOL_PREP, name)
         return
     for i, source in enumerate(sources):
         orders = [
             squash_normalize(Image.fromarray(_pillow_bicubic(source, size, size, v)), size) for v in (False, True)
         ]
-        _close(ours[i], orders[0], ATOL_PREP, f"{name}[{i}] vs Pillow's horizontal-first resize")
+        assert_max_abs_close(ours[i], orders[0], ATOL_PREP, f"{name}[{i}] vs Pillow's horizontal-first resize")
         gaps = [(o - expected[i]).abs().max().item() for o in orders]
         assert min(gaps) <= ATOL_PREP, f"{name}[{i}]: the fixture matches neither pass order ({gaps})"
 

@@ -6,6 +6,7 @@ these instead of importing each other.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,21 @@ def open_rgb(item: Any):
             raise InputError(f"numpy image is empty (shape {item.shape})")
         return Image.fromarray(np.ascontiguousarray(item)).convert("RGB")
     raise InputError(f"cannot read an image from {type(item).__name__} (give a path, a PIL image or a uint8 array)")
+
+
+def to_pil(images: Tensor) -> list:
+    """(B, 3, H, W) in [-1, 1] -> list of PIL RGB images (clamped, rounded to 8 bits)."""
+    from PIL import Image
+
+    pixels = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return [Image.fromarray(p.permute(1, 2, 0).cpu().numpy()) for p in pixels]
+
+
+def content_generator(seed: int, content: Tensor) -> torch.Generator:
+    """A CPU generator seeded from ``seed`` and the bytes of ``content`` (one sample's ids): the sample
+    draws the same noise whatever batch it sits in, and on every device."""
+    digest = hashlib.sha256(int(seed).to_bytes(8, "little", signed=True) + content.cpu().numpy().tobytes()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
 
 
 def picture_grid(columns: list[Tensor], scale: int = 4, pad: int = 2):

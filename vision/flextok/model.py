@@ -22,7 +22,6 @@ batch-position noise).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import os
@@ -344,10 +343,9 @@ class FlexTok(ZooModel):
 
     def postprocess(self, images: Tensor) -> list:
         """(B, 3, H, W) in [-1, 1] -> list of PIL images."""
-        from PIL import Image
+        from vision.base import to_pil
 
-        pixels = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-        return [Image.fromarray(p.permute(1, 2, 0).cpu().numpy()) for p in pixels]
+        return to_pil(images)
 
     def check_images(self, images: Tensor) -> Tensor:
         check_float_tensor(images, "images", dims=4)
@@ -480,12 +478,11 @@ class FlexTok(ZooModel):
         seeds = torch.as_tensor(seed, dtype=torch.int64).reshape(-1)
         if seeds.numel() not in (1, b):
             raise InputError(f"seed must be one int or one per image ({b}), got {seeds.numel()}")
+        from vision.base import content_generator
+
         out = []
         for i in range(b):
-            s = int(seeds[i if seeds.numel() == b else 0])
-            kept = ids[i, : int(keep[i])].cpu().numpy().tobytes()
-            digest = hashlib.sha256(s.to_bytes(8, "little", signed=True) + kept).digest()
-            g = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+            g = content_generator(int(seeds[i if seeds.numel() == b else 0]), ids[i, : int(keep[i])])
             out.append(torch.randn(shape, generator=g))
         return torch.cat(out)
 

@@ -130,6 +130,101 @@ def release_card(name: str, source: str):
     )
 
 
+def tiny_card(record: dict):
+    """seed-tiny's card: how it was trained and what it does, with the figures ``train_tiny.evaluate`` measured."""
+    f = record["figures"]
+    s1, s2, s3 = record["stage1"], record["stage2"], record["stage3"]
+    held = f"{f['held_out_images']} held-out 32x32 scenes (pictures never seen in training)"
+    recon = f"the first {f['reconstructed_images']} of them drawn at 16 px with 10 DDIM steps, guidance 3, seed 0"
+    metrics = [
+        {
+            "name": "caption retrieval top-1 from tokens",
+            "type": "accuracy",
+            "value": f["caption_retrieval_top1"],
+            "dataset": "seed-tiny held-out scenes",
+            "protocol": f"{held}; the 32 ids -> reconstructed causal embeddings -> last query, nearest of all 270 "
+            f"captions by the stage-I caption encoder (chance {f['caption_retrieval_chance']})",
+        },
+        {
+            "name": "codebook usage",
+            "type": "codebook_usage",
+            "value": f["codebook_usage"],
+            "dataset": "seed-tiny held-out scenes",
+            "protocol": f"{held}; distinct ids / 512",
+        },
+        {
+            "name": "reconstruction embedding cosine",
+            "type": "cosine_similarity",
+            "value": f["embedding_cosine"],
+            "dataset": "seed-tiny held-out scenes",
+            "protocol": f"{recon}; cosine between the generation embeddings of each picture and of its drawing, "
+            f"re-encoded (unrelated pictures: {f['embedding_cosine_unrelated']})",
+        },
+        {
+            "name": "caption retrieval top-1 from reconstructions",
+            "type": "accuracy",
+            "value": f["reconstruction_caption_retrieval_top1"],
+            "dataset": "seed-tiny held-out scenes",
+            "protocol": f"{recon}; the drawings encoded again and their captions retrieved as above",
+        },
+    ]
+    rows = [
+        ("caption retrieval from the 32 tokens (top-1 of 270 captions)", f"{f['caption_retrieval_top1']}"),
+        ("chance", f"{f['caption_retrieval_chance']}"),
+        ("codebook usage on held-out scenes", f"{f['codebook_usage']} of 512 codes"),
+        ("generation-embedding cosine, picture vs its reconstruction", f"{f['embedding_cosine']}"),
+        ("the same for unrelated pictures", f"{f['embedding_cosine_unrelated']}"),
+        ("caption retrieval from the reconstructions", f"{f['reconstruction_caption_retrieval_top1']}"),
+        ("PSNR of the reconstructions (for reference: SEED tokens are semantic)", f"{f['psnr']} dB"),
+    ]
+    table = "\n".join(f"| {k} | {v} |" for k, v in rows)
+    body = f"""
+## What it shows
+
+| figure | value |
+|---|---|
+{table}
+
+Measured on {held}; reconstructions: {recon}. `tests/test_seed_tiny.py` measures them again.
+
+## Training
+
+Trained here on CPU ({record["threads"]} threads) by
+
+    {record["command"]}
+
+on {record["train_images"]} captioned scenes ("two red circles at the top": count x colour x shape x place, 270
+captions, `vision/seed/data.py`).
+- Stage I, {s1["steps"]} steps of batch {s1["batch"]} ({s1["seconds"]} s): the ViT, the causal Q-Former and a tiny
+  caption encoder learn image-text contrast from the ViT's CLS token and from the last causal query, as SEED's
+  first stage does (SEED keeps a pretrained EVA-CLIP ViT frozen; none is available offline, so this one is trained).
+- Stage II, {s2["steps"]} steps of batch {s2["batch"]} ({s2["seconds"]} s): ViT and Q-Former frozen; SEED's tokenizer
+  loss (VQ, causal-embedding reconstruction, generation embedding regressed onto the stage-I image embedding);
+  {s2["code_restarts"]} unused codes restarted on recent inputs.
+- Stage III, {s3["steps"]} steps of batch {s3["batch"]} ({s3["seconds"]} s): the pixel decoder, a diffusers
+  UNet2DModel conditioned on the generation embedding of the tokens (DDPM loss, 10% null condition).
+
+Peak learning rate 1e-3 with warm-up and cosine decay in every stage; seeds fixed. The caption encoder and the
+contrastive heads are kept in `caption_heads.safetensors` (only for measuring retrieval); the training record
+is in `training.json`. This is a demonstration model: 32 px scenes, 512 codes, a 2-layer Q-Former.
+"""
+    return make_card(
+        name="seed-tiny",
+        arch="seed",
+        modality="image",
+        license="apache-2.0",
+        summary="A tiny SEED (32 px, 32 causal tokens of 512 ids, a tiny UNet pixel decoder) trained here, for "
+        "tests and demos.",
+        tokens="32 causal ids in [0, 512) per 32x32 image",
+        upstream_repo=UPSTREAM,
+        upstream_revision=UPSTREAM_REVISION,
+        paper=PAPER,
+        weights="trained in tokenzoo by vision/seed/train_tiny.py (no upstream weights)",
+        metrics=metrics,
+        body=body,
+    )
+
+
 def write_official_card(root: Path = Path("hub_cards")) -> Path:
     folder = root / "seed-tokenizer-2"
     folder.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,6 @@ per image from ``seed`` and the image's own ids, so an image decodes the same al
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 from functools import partial
@@ -337,10 +336,9 @@ class SEED(ZooModel):
 
     def postprocess(self, images: Tensor) -> list:
         """(B, 3, H, W) in [-1, 1] -> list of PIL images."""
-        from PIL import Image
+        from vision.base import to_pil
 
-        pixels = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-        return [Image.fromarray(p.permute(1, 2, 0).cpu().numpy()) for p in pixels]
+        return to_pil(images)
 
     def check_images(self, images: Tensor) -> Tensor:
         check_float_tensor(images, "images", dims=4)
@@ -498,12 +496,9 @@ class SEED(ZooModel):
         seeds = torch.as_tensor(seed, dtype=torch.int64).reshape(-1)
         if seeds.numel() not in (1, b):
             raise InputError(f"seed must be one int or one per image ({b}), got {seeds.numel()}")
-        generators = []
-        for i in range(b):
-            s = int(seeds[i if seeds.numel() == b else 0])
-            digest = hashlib.sha256(s.to_bytes(8, "little", signed=True) + ids[i].cpu().numpy().tobytes()).digest()
-            generators.append(torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)))
-        return generators
+        from vision.base import content_generator
+
+        return [content_generator(int(seeds[i if seeds.numel() == b else 0]), ids[i]) for i in range(b)]
 
     def attach_unclip(self, pipeline: Any) -> SEED:
         """Decode to pixels through a diffusers ``StableUnCLIPImg2ImgPipeline`` (SD-2.1 unCLIP, whose
@@ -563,33 +558,42 @@ class SEED(ZooModel):
         return self.preprocess(items)
 
     def training_loss(self, batch: Any) -> Tensor:
-        """SEED's stage-II loss: 5 x VQ (codebook + 0.25 commitment, upstream's legacy form) + 2 x cosine
-        reconstruction of the causal embeddings from the codes (+ 0.5 x MSE of the generation embedding
-        to ``image_embeds`` when the batch gives them) (+ the pixel decoder's diffusion loss when there
-        is one, on the detached generation embedding).
+        """``tokenizer_loss`` (+ the pixel decoder's diffusion loss on the detached generation embedding,
+        when the model carries one).
 
         ``batch``: CLIP-normalised images (B, 3, S, S) or a dict with "images" (+ "image_embeds" (B, G)).
-        As upstream, the ViT and the Q-Former stay frozen.
         """
         images, targets = (batch["images"], batch.get("image_embeds")) if isinstance(batch, dict) else (batch, None)
         images = self.check_images(images.to(self.device))
+        loss, embedding = self.tokenizer_loss(images, targets)
+        if self.pixel_decoder is not None:
+            loss = loss + self.pixel_decoder.diffusion_loss(self.pixel_targets(images), embedding.detach())
+        return loss
+
+    def tokenizer_loss(self, images: Tensor, image_embeds: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """SEED's stage-II loss and the generation embedding it made: 5 x VQ (upstream's legacy form, beta
+        0.25) + 2 x (1 - cosine) between the causal embeddings and their reconstruction from the codes
+        (``pos_embed`` + ``blocks``) + 0.5 x MSE of the generation embedding to ``image_embeds`` (B, G),
+        when given. As upstream, the ViT and the Q-Former stay frozen.
+        """
         with torch.no_grad():
             _, ln = self.image_features(images)
             causal = self.causal_embeddings(ln).float()
         with self.autocast(images.device):
-            pre_quant = self.encode_task_layer(causal)
-        codes, ids = self.quantize.quantize(pre_quant.float())
-        loss = 5 * self.quantize.loss(pre_quant.float(), ids, beta=0.25, legacy=True)
+            pre_quant = self.encode_task_layer(causal).float()
+        codes, ids = self.quantize.quantize(pre_quant)
+        loss = 5 * self.quantize.loss(pre_quant, ids, beta=0.25, legacy=True)
         with self.autocast(images.device):
             rebuilt = self.reconstruct_causal(codes)
         loss = loss + 2 * (1 - F.cosine_similarity(rebuilt.float(), causal, dim=-1)).mean()
         embedding = self.embedding_from_codes(codes)
-        if targets is not None:
-            loss = loss + 0.5 * F.mse_loss(embedding, targets.to(embedding))
-        if self.pixel_decoder is not None:
-            pixels = F.interpolate(denormalize(images), size=self.config.pixel_size, mode="area") * 2 - 1
-            loss = loss + self.pixel_decoder.diffusion_loss(pixels, embedding.detach())
-        return loss
+        if image_embeds is not None:
+            loss = loss + 0.5 * F.mse_loss(embedding, image_embeds.to(embedding))
+        return loss, embedding
+
+    def pixel_targets(self, images: Tensor) -> Tensor:
+        """CLIP-normalised (B, 3, S, S) -> what the tiny pixel decoder draws: (B, 3, s, s) in [-1, 1]."""
+        return F.interpolate(denormalize(images), size=self.config.pixel_size, mode="area") * 2 - 1
 
     def train(self, mode: bool = True) -> SEED:
         """Train mode never reaches the frozen ViT (upstream freezes it and disables its train())."""
