@@ -1,7 +1,8 @@
 """The main job (`make demo`, `tokenzoo demo`): every bundled model on bundled samples, one table.
 
 Each family contributes a ``run(out_dir) -> list[dict]`` hook returning rows with the keys in
-``COLUMNS``; pictures and decoded outputs land under ``out_dir/<family>/``. The table is printed
+``COLUMNS``; a modality lists its families' hooks, and pictures and decoded outputs land under
+``out_dir/<modality>/``. The table is printed
 and written to ``out_dir/demo.md`` and ``out_dir/demo.json``.
 """
 
@@ -18,7 +19,7 @@ from zoo.api import atomic_write
 
 DEMO_HOOKS = {
     "text": "zoo.text_demo:run",
-    "image": "vision.flextok.demo:run",
+    "image": ("vision.flextok.demo:run", "vision.seed.demo:run"),
     "pose": "video_pose.demo:run",
     "audio": "audio.demo:run",
     "em_volume": "em_volume.demo:run",
@@ -58,14 +59,15 @@ def format_table(rows: list[dict]) -> str:
 
 def run_all(out_dir: Path, families: list[str] | None = None) -> list[dict]:
     rows = []
-    for family, target in DEMO_HOOKS.items():
-        if families and family not in families:
+    for modality, targets in DEMO_HOOKS.items():
+        if families and modality not in families:
             continue
-        module_name, function_name = target.split(":")
-        started = time.perf_counter()
-        family_rows = getattr(importlib.import_module(module_name), function_name)(out_dir / family)
-        log.info("%s: %d rows in %.1f s", family, len(family_rows), time.perf_counter() - started)
-        rows += family_rows
+        for target in (targets,) if isinstance(targets, str) else targets:
+            module_name, function_name = target.split(":")
+            started = time.perf_counter()
+            family_rows = getattr(importlib.import_module(module_name), function_name)(out_dir / modality)
+            log.info("%s: %d rows in %.1f s", target, len(family_rows), time.perf_counter() - started)
+            rows += family_rows
     return rows
 
 

@@ -312,6 +312,10 @@ class SEED(ZooModel):
 
             self.pixel_decoder = TinyPixelDecoder(config, **dd)
         self.quantize.to(**dd)
+        # Frozen, as in upstream's tokenizer stage: only stage I trains them (train_tiny unfreezes them there).
+        for frozen in (self.visual_encoder, self.ln_vision, self.qformer):
+            frozen.requires_grad_(False)
+        self.query_tokens.requires_grad_(False)
         self.use_bf16 = True  # bf16 autocast on accelerators; set False for float32 everywhere
         self._unclip = None  # an attached diffusers StableUnCLIPImg2ImgPipeline (not part of the weights)
 

@@ -145,6 +145,8 @@ def train_stage1(model: SEED, heads: CaptionHeads, images: Tensor, captions: Ten
     g = torch.Generator().manual_seed(seed)
     params = [*model.visual_encoder.parameters(), *model.ln_vision.parameters(), model.query_tokens]
     params += [*model.qformer.parameters(), *heads.parameters()]
+    for p in params:  # SEED freezes these for its tokenizer stage; stage I is where they learn
+        p.requires_grad_(True)
     opt = Optimizer(params, steps, "stage I", weight_decay=0.05)
     for _ in range(steps):
         pick = torch.randint(0, len(images), (batch,), generator=g)
@@ -284,7 +286,7 @@ def main():
     model.query_tokens.requires_grad_(False)
     stage2 = train_stage2(model, heads, images, args.stage2_steps, batch=64, seed=args.seed)
     stage3 = train_stage3(model, images, args.stage3_steps, batch=32, seed=args.seed)
-    model.requires_grad_(True).eval()
+    model.eval()
     figures = evaluate(model, heads)
     logger.info("figures: %s", figures)
     record = {
