@@ -74,8 +74,8 @@ def draw(scene: Scene, rng: np.random.Generator, size: int = 32) -> Image.Image:
     pen = ImageDraw.Draw(image)
     colour = tuple(int(np.clip(v + rng.integers(-20, 21), 0, 255)) for v in COLOURS[scene.colour])
     cx, cy = (np.array(PLACES[scene.place]) + rng.uniform(-0.04, 0.04, 2)) * big
-    radius = big * rng.uniform(0.07, 0.1) if scene.count > 1 else big * rng.uniform(0.1, 0.15)
-    spacing = radius * 2.3
+    radius = big * rng.uniform(0.1, 0.12) if scene.count > 1 else big * rng.uniform(0.14, 0.18)
+    spacing = radius * 2.25
     horizontal = scene.place in ("at the top", "at the bottom", "in the middle")
     for k in range(scene.count):
         offset = (k - (scene.count - 1) / 2) * spacing
