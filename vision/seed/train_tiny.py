@@ -148,7 +148,10 @@ def train_stage1(model: SEED, heads: CaptionHeads, images: Tensor, captions: Ten
     for p in params:  # SEED freezes these for its tokenizer stage; stage I is where they learn
         p.requires_grad_(True)
     opt = Optimizer(params, steps, "stage I", weight_decay=0.05)
-    for _ in range(steps):
+    pictures, scenes = held_out(256)
+    probe, probe_captions = normalize_pixels(pictures), [s.caption for s in scenes]
+    progress = []
+    for step in range(1, steps + 1):
         pick = torch.randint(0, len(images), (batch,), generator=g)
         x, words = images[pick], captions[pick]
         same = (words[:, None, :] == words[None, :, :]).all(-1)
@@ -157,7 +160,12 @@ def train_stage1(model: SEED, heads: CaptionHeads, images: Tensor, captions: Ten
         text = heads.text(words)
         loss = contrastive(heads.image_proj(ln[:, 0]), text, same, heads.logit_scale)
         opt.step(loss + contrastive(heads.query_proj(last), text, same, heads.logit_scale))
-    return opt.record(batch)
+        if step % 500 == 0 or step == steps:
+            with torch.no_grad():
+                causal = model.causal_embeddings(model.image_features(probe)[1])
+            progress.append([step, caption_retrieval(heads, causal[:, -1], probe_captions)])
+            logger.info("stage I step %d: held-out caption retrieval from the causal embedding %.3f", *progress[-1])
+    return opt.record(batch, held_out_retrieval=progress)
 
 
 def train_stage2(model: SEED, heads: CaptionHeads, images: Tensor, steps: int, batch: int, seed: int):
@@ -215,16 +223,21 @@ def held_out(count: int, seed: int = 0):
 
 
 @torch.no_grad()
-def caption_retrieval(model: SEED, heads: CaptionHeads, ids: Tensor, true_captions: list[str]) -> float:
-    """Top-1 accuracy of picking each image's caption among all 270 from its tokens alone: codes ->
-    reconstructed causal embeddings -> last query -> query head, against every caption's embedding."""
+def caption_retrieval(heads: CaptionHeads, last_query: Tensor, true_captions: list[str]) -> float:
+    """Top-1 accuracy of picking each image's caption among all 270 from its last causal query (B, W),
+    by the query head against every caption's embedding."""
     candidates = [s.caption for s in all_scenes()]
     text = F.normalize(heads.text(torch.from_numpy(caption_ids(candidates))), dim=-1)
-    rebuilt = model.reconstruct_causal(model.quantize.ids_to_codes(ids))
-    image = F.normalize(heads.query_proj(rebuilt[:, -1]), dim=-1)
-    chosen = (image @ text.T).argmax(-1)
+    chosen = (F.normalize(heads.query_proj(last_query), dim=-1) @ text.T).argmax(-1)
     truth = torch.tensor([candidates.index(c) for c in true_captions])
     return float((chosen == truth).float().mean())
+
+
+@torch.no_grad()
+def token_caption_retrieval(model: SEED, heads: CaptionHeads, ids: Tensor, true_captions: list[str]) -> float:
+    """``caption_retrieval`` from the tokens alone: codes -> causal embeddings rebuilt by ``pos_embed`` +
+    ``blocks`` -> the last query."""
+    return caption_retrieval(heads, model.reconstruct_causal(model.quantize.ids_to_codes(ids))[:, -1], true_captions)
 
 
 @torch.no_grad()
@@ -238,7 +251,7 @@ def evaluate(model: SEED, heads: CaptionHeads, count: int = 256, decode_count: i
     ids = model.tokenize(x)
     record = {
         "held_out_images": count,
-        "caption_retrieval_top1": round(caption_retrieval(model, heads, ids, captions), 4),
+        "caption_retrieval_top1": round(token_caption_retrieval(model, heads, ids, captions), 4),
         "caption_retrieval_chance": round(1 / len(all_scenes()), 4),
         "codebook_usage": round(ids.unique().numel() / model.config.codebook_size, 4),
     }
@@ -254,7 +267,7 @@ def evaluate(model: SEED, heads: CaptionHeads, count: int = 256, decode_count: i
         embedding_cosine=round(float(F.cosine_similarity(a, b, dim=-1).mean()), 4),
         embedding_cosine_unrelated=round(float(F.cosine_similarity(a, others, dim=-1).mean()), 4),
         reconstruction_caption_retrieval_top1=round(
-            caption_retrieval(model, heads, model.tokenize(back), captions[:n]), 4
+            token_caption_retrieval(model, heads, model.tokenize(back), captions[:n]), 4
         ),
         psnr=round(float(psnr(recon, model.pixel_targets(x[:n])).mean()), 2),
     )
@@ -265,7 +278,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, default=Path("hub_cards/seed-tiny"))
     parser.add_argument("--train-images", type=int, default=6000)
-    parser.add_argument("--stage1-steps", type=int, default=1500)
+    parser.add_argument("--stage1-steps", type=int, default=2000)
     parser.add_argument("--stage2-steps", type=int, default=1500)
     parser.add_argument("--stage3-steps", type=int, default=2500)
     parser.add_argument("--seed", type=int, default=0)
