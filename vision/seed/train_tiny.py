@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from vision.seed.data import CAPTION_LENGTH, VOCABULARY, all_scenes, caption_ids, make_dataset
 from vision.seed.model import CLIP_MEAN, CLIP_STD, SEED, SEEDConfig
+from zoo.api import atomic_write
 from zoo.schedule import warmup_cosine
 
 logger = logging.getLogger("seed.train_tiny")
@@ -321,10 +322,10 @@ def main():
 
     from vision.seed.card import tiny_card
 
-    args.out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(args.out, card=tiny_card(record))
-    save_file({k: v.contiguous() for k, v in heads.state_dict().items()}, str(args.out / HEADS_FILE))
-    (args.out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
+    heads_state = {k: v.contiguous() for k, v in heads.state_dict().items()}
+    atomic_write(args.out / HEADS_FILE, lambda tmp: save_file(heads_state, str(tmp)))
+    atomic_write(args.out / "training.json", lambda tmp: tmp.write_text(json.dumps(record, indent=2) + "\n"))
     logger.info("wrote %s", args.out)
 
 
