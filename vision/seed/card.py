@@ -34,6 +34,18 @@ tokenzoo is a clean reimplementation and contains no upstream code.
 """
 
 
+def seed_card(**fields):
+    """A card for a SEED model: the arch, modality, upstream and paper every SEED card shares, plus ``fields``."""
+    return make_card(
+        arch="seed",
+        modality="image",
+        upstream_repo=UPSTREAM,
+        upstream_revision=UPSTREAM_REVISION,
+        paper=PAPER,
+        **fields,
+    )
+
+
 def official_card():
     """hub_cards/seed-tokenizer-2: where the release files are and how to convert them (no weights here)."""
     hint = (
@@ -85,10 +97,8 @@ images = model.decode(tokens, seed=0)        # (1, 3, 768, 768) in [-1, 1]: 20 s
 The ViT-g alone is about 1 B parameters (about 0.5 TFLOP per image): encode on a GPU, where the model runs
 under bf16 autocast, or expect seconds per image on a CPU.
 {LICENSE_BODY}"""
-    return make_card(
+    return seed_card(
         name="seed-tokenizer-2",
-        arch="seed",
-        modality="image",
         license="apache-2.0",
         summary=(
             "The SEED-LLaMA image tokenizer (SEED-2): EVA ViT-g features, a causal Q-Former with 32 queries and a "
@@ -96,9 +106,6 @@ under bf16 autocast, or expect seconds per image on a CPU.
             "embedding that Stable Diffusion 2.1 unCLIP turns back into an image."
         ),
         tokens=TOKENS,
-        upstream_repo=UPSTREAM,
-        upstream_revision=UPSTREAM_REVISION,
-        paper=PAPER,
         weights=(
             f"Released by Tencent ARC as {QUANTIZER_FILE} ({RELEASE_REPO}) plus the LAVIS EVA ViT-g weights "
             f"({VIT_FILE}); convert with vision/seed/convert.py."
@@ -115,16 +122,11 @@ under bf16 autocast, or expect seconds per image on a CPU.
 
 def release_card(name: str, source: str):
     """The card of a folder converted from the release files."""
-    return make_card(
+    return seed_card(
         name=name,
-        arch="seed",
-        modality="image",
         license="apache-2.0",
         summary="The SEED-LLaMA image tokenizer, converted from the release files by tokenzoo.",
         tokens=TOKENS,
-        upstream_repo=UPSTREAM,
-        upstream_revision=UPSTREAM_REVISION,
-        paper=PAPER,
         weights=f"converted by vision/seed/convert.py from {source} and the LAVIS EVA ViT-g weights",
         body=LICENSE_BODY,
     )
@@ -208,17 +210,12 @@ Peak learning rate 1e-3 with warm-up and cosine decay in every stage; seeds fixe
 contrastive heads are kept in `caption_heads.safetensors` (only for measuring retrieval); the training record
 is in `training.json`. This is a demonstration model: 32 px scenes, 512 codes, a 2-layer Q-Former.
 """
-    return make_card(
+    return seed_card(
         name="seed-tiny",
-        arch="seed",
-        modality="image",
         license="apache-2.0",
         summary="A tiny SEED (32 px, 32 causal tokens of 512 ids, a tiny UNet pixel decoder) trained here, for "
         "tests and demos.",
         tokens="32 causal ids in [0, 512) per 32x32 image",
-        upstream_repo=UPSTREAM,
-        upstream_revision=UPSTREAM_REVISION,
-        paper=PAPER,
         weights="trained in tokenzoo by vision/seed/train_tiny.py (no upstream weights)",
         metrics=metrics,
         body=body,
