@@ -6,7 +6,7 @@ table ``RENAMES`` (the Q-Former and the codebook); every other key keeps its ups
 shapes; what no weight holds (attention head counts, the causal switch) comes from the caller:
 ``RELEASE`` for the published tokenizer, the fixture's config.json in the parity tests.
 
-The release ships in two pieces, and ``convert_release`` joins them:
+The release ships in two pieces, and ``load_release`` joins them:
 - ``seed_quantizer.pt`` (AILab-CVC/seed-tokenizer-2): a pickled bare state_dict without the ViT
   (``visual_encoder.*``) and with BLIP-2 tensors the inference model does not have (the Q-Former's
   text branch and heads). Upstream loads it with ``strict=False``, so those are ignored; we ignore
@@ -60,7 +60,6 @@ RELEASE = {
     "cross_attention_freq": 2,
     "causal_queries": True,
 }
-RELEASE_FILES = {"quantizer": "seed_quantizer.pt", "vit": "eva_vit_g.pth"}
 VIT = "visual_encoder."
 
 
