@@ -79,7 +79,7 @@ def main(out_dir: Path = Path("out"), families: list[str] | None = None) -> int:
     print(table)
     atomic_write(out_dir / "demo.md", lambda tmp: tmp.write_text(table + "\n"))
     atomic_write(out_dir / "demo.json", lambda tmp: tmp.write_text(json.dumps(rows, indent=2, default=str)))
-    print(f"\nwrote {out_dir / 'demo.md'} and {out_dir / 'demo.json'}; pictures under {out_dir}/<family>/")
+    print(f"\nwrote {out_dir / 'demo.md'} and {out_dir / 'demo.json'}; pictures under {out_dir}/<modality>/")
     return 0
 
 
