@@ -19,52 +19,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from timing import count_flops, matmul_gflops, timed  # noqa: E402  (bench/timing.py, beside this script)
+
 from vision.flextok.layers import patchify, plain_layer_norm, unpatchify  # noqa: E402
 from vision.flextok.model import FlexTok, FlexTokConfig  # noqa: E402
-
-
-def matmul_gflops(device: torch.device, n: int = 2048, repeats: int = 5) -> float:
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
-    a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        a @ b
-        sync(device)
-        best = min(best, time.perf_counter() - start)
-    return 2 * n**3 / best / 1e9
-
-
-def sync(device: torch.device) -> None:
-    if device.type != "cpu":
-        torch.accelerator.synchronize()
-
-
-def timed(fn, device, repeats: int = 1) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
-def count_flops(fn) -> int:
-    with FlopCounterMode(display=False) as counter:
-        fn()
-    return counter.get_total_flops()
 
 
 def packed_decoder_step(model: FlexTok, x, t, codes, keep, uncond) -> torch.Tensor:

@@ -83,3 +83,19 @@ def test_vq_output_equals_codewords_of_its_ids():
     vq = VectorQuantizer(16, 4)
     q, ids = vq.quantize(torch.randn(3, 4))
     assert torch.equal(q, vq.ids_to_codes(ids))
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_vq_loss_pulls_codewords_and_inputs_together_with_beta_on_the_right_term(legacy):
+    vq = VectorQuantizer(8, 4, learnable=True)
+    x = torch.randn(5, 4, requires_grad=True)
+    _, ids = vq.quantize(x)
+    loss = vq.loss(x, ids, beta=0.25, legacy=legacy)
+    loss.backward()
+    gap = vq.ids_to_codes(ids).detach() - x.detach()  # e - x
+    assert loss.item() == pytest.approx(1.25 * gap.pow(2).mean().item(), rel=1e-6)
+    # the input side is pulled by the commitment term, the codebook side by the codebook term
+    input_weight, codebook_weight = (1.0, 0.25) if legacy else (0.25, 1.0)
+    torch.testing.assert_close(x.grad, -2 * input_weight * gap / gap.numel())
+    expected = torch.zeros_like(vq.embed).index_add_(0, ids, 2 * codebook_weight * gap / gap.numel())
+    torch.testing.assert_close(vq.embed.grad, expected)

@@ -583,6 +583,19 @@ class ZooModel(nn.Module):
         return push_model(self, repo_id, card=card, **kwargs)
 
 
+# Dtypes a model may autocast to on an accelerator; "float32" means no autocast.
+AUTOCAST_DTYPES = ("bfloat16", "float16", "float32")
+
+
+def accelerator_autocast(device: torch.device, name: str):
+    """``torch.autocast`` in ``name`` (one of ``AUTOCAST_DTYPES``) on an accelerator; off on CPU and for
+    "float32". Families pass their config's precision field here (an explicit field, never a mutable flag)."""
+    if name not in AUTOCAST_DTYPES:
+        raise InputError(f"autocast_dtype={name!r} must be one of {', '.join(AUTOCAST_DTYPES)}")
+    enabled = name != "float32" and device.type != "cpu"
+    return torch.autocast(device_type=device.type, dtype=getattr(torch, name), enabled=enabled)
+
+
 def check_float_tensor(x: Any, name: str, dims: tuple[int, ...] | int | None = None) -> Tensor:
     """Raise InputError unless ``x`` is a finite, non-empty floating tensor of the given rank(s)."""
     if not isinstance(x, Tensor):

@@ -138,6 +138,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
     options = {k: _option_value(v) for k, v in parse_assignments(args.option, "--option").items()}
     files = {k: Path(v) for k, v in parse_assignments(args.file, "--file").items()}
+    if args.vit:
+        files["vit"] = Path(args.vit)
     folders = _card_folders()
     official = args.arch in folders and bool(card_data(args.arch).get("upstream_files"))
     by_name = official and args.out is None
@@ -238,6 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="OPTION=PATH",
         help="a further upstream file the converter takes, e.g. vit=...",
+    )
+    p.add_argument(
+        "--vit", default=None, metavar="PATH", help="the same as --file vit=PATH (SEED: LAVIS's eva_vit_g.pth)"
     )
     p.set_defaults(func=cmd_convert)
 

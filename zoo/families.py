@@ -59,6 +59,13 @@ FAMILIES: tuple[Family, ...] = (
         upstream_targets={"flextok.flextok_wrapper.": "flextok"},
     ),
     Family(
+        "seed",
+        archs={"seed": "vision.seed.model:SEED"},
+        converter="vision.seed.convert:convert_checkpoint",
+        converts=("seed", "seed-tokenizer-2"),  # seed_quantizer.pt + --vit eva_vit_g.pth
+        demo="vision.seed.demo:run",
+    ),
+    Family(
         "video_pose",
         archs={
             "mixste": "video_pose.mixste:MixSTE",

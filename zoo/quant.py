@@ -161,6 +161,19 @@ class VectorQuantizer(nn.Module):
         check_ids(ids, self.codebook_size)
         return F.embedding(ids, self.embed)
 
+    def loss(self, x: Tensor, ids: Tensor, beta: float = 0.25, legacy: bool = False) -> Tensor:
+        """VQ-VAE training loss of inputs ``x`` (..., D) assigned to ``ids``: codebook + beta x commitment.
+
+        codebook term ``mean((e - sg(x))^2)`` moves the chosen codewords e toward their inputs; the
+        commitment term ``mean((sg(e) - x)^2)`` keeps the inputs near their codewords. ``legacy=True``
+        is taming-transformers' form (SEED's quantizer), which puts beta on the codebook term instead:
+        ``mean((sg(e) - x)^2) + beta * mean((e - sg(x))^2)``.
+        """
+        codewords = self.ids_to_codes(ids).to(x.dtype)
+        codebook = torch.mean((codewords - x.detach()) ** 2)
+        commitment = torch.mean((codewords.detach() - x) ** 2)
+        return commitment + beta * codebook if legacy else codebook + beta * commitment
+
     def extra_repr(self) -> str:
         return f"codebook_size={self.codebook_size}, dim={self.dim}, normalize_input={self.normalize_input}"
 

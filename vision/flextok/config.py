@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from zoo.api import AUTOCAST_DTYPES
 from zoo.errors import ConfigError
-
-AUTOCAST_DTYPES = ("bfloat16", "float16", "float32")
 
 LICENSE_NOTE = (
     "Apple Machine Learning Research Model is licensed under the Apple Machine Learning Research Model License "

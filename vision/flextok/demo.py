@@ -14,33 +14,15 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 logger = logging.getLogger(__name__)
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 MODEL = "flextok-tiny"
 
 
-def _grid(rows: list[torch.Tensor], scale: int = 4):
-    """rows: list of (N, 3, H, W) in [-1, 1], one per column group -> PIL image (rows = images)."""
-    from PIL import Image
-
-    columns = torch.stack(rows, dim=1)  # (B, columns, 3, H, W)
-    b, c, _, h, w = columns.shape
-    pad = 2
-    canvas = torch.ones(3, b * (h + pad) + pad, c * (w + pad) + pad)
-    for i in range(b):
-        for j in range(c):
-            y, x = pad + i * (h + pad), pad + j * (w + pad)
-            canvas[:, y : y + h, x : x + w] = (columns[i, j].clamp(-1, 1) + 1) / 2
-    pixels = (canvas * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    image = Image.fromarray(pixels)
-    return image.resize((image.width * scale, image.height * scale), Image.NEAREST)
-
-
 def run(out_dir: Path) -> list[dict]:
     import zoo
+    from vision.base import picture_grid
     from vision.flextok.train_tiny import card_ks
     from zoo.metrics.image import psnr
 
@@ -74,7 +56,7 @@ def run(out_dir: Path) -> list[dict]:
                 "seconds_per_item": round(seconds, 3),
             }
         )
-    grid = _grid([images, *recons])
+    grid = picture_grid([images, *recons])
     grid.save(out_dir / "flextok_tiny_grid.png")
     return rows
 

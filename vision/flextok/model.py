@@ -22,7 +22,6 @@ batch-position noise).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -33,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from vision.base import ImageTokenizer, check_image_batch
-from vision.flextok.config import AUTOCAST_DTYPES, FlexTokConfig
+from vision.flextok.config import FlexTokConfig
 from vision.flextok.layers import (
     AdaLNBlock,
     Block,
@@ -51,7 +50,7 @@ from vision.flextok.upstream import (
     upstream_config_from_folder,
 )
 from vision.flextok.vae import autoencoder_kl
-from zoo.api import Tokens, inference
+from zoo.api import Tokens, accelerator_autocast, inference
 from zoo.errors import InputError, ModelFileNotFoundError
 from zoo.hub import load_state_dict_strict, read_safetensors
 from zoo.quant import FSQ, check_ids
@@ -324,11 +323,7 @@ class FlexTok(ImageTokenizer):
         """Autocast for the token transformers on accelerators, in ``autocast_dtype`` (default
         ``config.autocast_dtype``; "float32" turns it off); plain float32 on CPU, and for the VAE, FSQ
         rounding and the Euler update, which run outside it."""
-        name = autocast_dtype or self.config.autocast_dtype
-        if name not in AUTOCAST_DTYPES:
-            raise InputError(f"autocast_dtype={name!r} must be one of {', '.join(AUTOCAST_DTYPES)}")
-        enabled = name != "float32" and device.type != "cpu"
-        return torch.autocast(device_type=device.type, dtype=getattr(torch, name), enabled=enabled)
+        return accelerator_autocast(device, autocast_dtype or self.config.autocast_dtype)
 
     def sample_latents(
         self,
@@ -389,12 +384,11 @@ class FlexTok(ImageTokenizer):
         seeds = torch.as_tensor(seed, dtype=torch.int64).reshape(-1)
         if seeds.numel() not in (1, b):
             raise InputError(f"seed must be one int or one per image ({b}), got {seeds.numel()}")
+        from vision.base import content_generator
+
         out = []
         for i in range(b):
-            s = int(seeds[i if seeds.numel() == b else 0])
-            kept = ids[i, : int(keep[i])].cpu().numpy().tobytes()
-            digest = hashlib.sha256(s.to_bytes(8, "little", signed=True) + kept).digest()
-            g = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+            g = content_generator(int(seeds[i if seeds.numel() == b else 0]), ids[i, : int(keep[i])])
             out.append(torch.randn(shape, generator=g))
         return torch.cat(out)
 
