@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from audio.touchtts.flow import FlowConfig, InterpolateRegulator, TouchFlow
 from audio.touchtts.lm import LMConfig, SpeechLM
 from audio.touchtts.trunk import QwenShape
 from zoo.errors import ConfigError
@@ -74,6 +75,43 @@ def lm_config_from_upstream(
     )
 
 
+# Upstream TouchFlowConfig fields that carry over unchanged.
+FLOW_OPTION_KEYS = (
+    "num_speech_tokens",
+    "sigma_min",
+    "training_cfg_rate",
+    "inference_cfg_rate",
+    "n_timesteps",
+    "use_dynamic_chunk",
+    "use_dynamic_left_chunk",
+    "decoding_chunk_size",
+    "static_chunk_size",
+    "num_decoding_left_chunks",
+    "enable_full_context",
+    "max_chunk_size",
+)
+
+
+def flow_config_from_upstream(
+    touch_flow_config: Mapping[str, Any], llm_config: Mapping[str, Any], attention: str = "sdpa", **overrides
+) -> FlowConfig:
+    """Upstream TouchFlowConfig + the Qwen config its trunk is built from -> FlowConfig.
+
+    Upstream's option values are kept, its defaults included (``num_decoding_left_chunks=0``: a
+    static chunk without left context); our per-item token interpolation and bias-form mask stay on
+    unless ``overrides`` ask for upstream's batched forms.
+    """
+    scheduler = touch_flow_config.get("t_scheduler", "cosine")
+    if scheduler != "cosine":
+        raise ConfigError(f"TouchFlowConfig.t_scheduler={scheduler!r}: only the cosine scheduler is implemented")
+    options = {key: touch_flow_config[key] for key in FLOW_OPTION_KEYS if key in touch_flow_config}
+    return FlowConfig(
+        trunk=qwen_shape_from_upstream(llm_config, attention),
+        embed_rows=llm_config["vocab_size"],
+        **{**options, **overrides},
+    )
+
+
 # ---- parity fixtures (../shared/parity/touchtts) -------------------------------------------------
 def _fixture(folder: Path) -> tuple[dict, dict]:
     from zoo.hub import read_safetensors
@@ -98,3 +136,35 @@ def upstream_fixture_lm(folder: Path) -> SpeechLM:
     model = SpeechLM(config)
     load_state_dict_strict(model, state, "weights.safetensors", str(folder))
     return model.eval()
+
+
+def upstream_fixture_flow(folder: Path, **overrides) -> TouchFlow:
+    """The ``flow/`` fixture's upstream TouchFlow as our TouchFlow (``overrides`` replace FlowConfig fields)."""
+    from zoo.hub import load_state_dict_strict
+
+    info, state = _fixture(folder)
+    constructor = info["constructor"]
+    config = flow_config_from_upstream(
+        constructor["touch_flow_config"], constructor["llm_config"], constructor.get("attn_implementation", "sdpa"),
+        mel_dim=constructor.get("mel_dim", 80), spk_dim=constructor.get("spk_dim", 192), **overrides,
+    )  # fmt: skip
+    model = TouchFlow(config)
+    load_state_dict_strict(model, state, "weights.safetensors", str(folder))
+    return model.eval()
+
+
+def upstream_fixture_regulator(folder: Path, only_interpolate: bool = False) -> InterpolateRegulator:
+    """The ``lr/`` fixture's legacy InterpolateRegulator (weights under ``length_regulator.``)."""
+    from zoo.hub import load_state_dict_strict
+
+    info, state = _fixture(folder)
+    kwargs = info["constructor"]["kwargs"]
+    if kwargs.get("out_channels") not in (None, kwargs["channels"]):
+        raise ConfigError("InterpolateRegulator with out_channels != channels is not supported")
+    regulator = InterpolateRegulator(
+        kwargs["channels"], len(kwargs["sampling_ratios"]), kwargs["groups"], only_interpolate=only_interpolate
+    )
+    if not only_interpolate:
+        prefix = "length_regulator."
+        load_state_dict_strict(regulator, {k[len(prefix) :]: v for k, v in state.items()}, "weights.safetensors")
+    return regulator.eval()
