@@ -39,6 +39,7 @@ ARCHITECTURES: dict[str, str] = {
     "hot-motionbert": "video_pose.motionbert:HoTMotionBERT",
     # audio
     "s3tokenizer": "audio.s3tokenizer:S3Tokenizer",
+    "touchtts": "audio.touchtts.model:TouchTTS",
     # em_volume
     "tokenunify": "em_volume.tokenunify:TokenUnify",
 }

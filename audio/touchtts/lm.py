@@ -18,6 +18,7 @@ recomputes the whole prefix at every step (same ids, for testing and benchmarks)
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -87,6 +88,22 @@ class LMConfig:
     def speech_start(self) -> int:
         """The vocabulary id of speech code 0 (``vocab_size - num_speech_tokens``)."""
         return self.vocab_size - self.num_speech_tokens
+
+
+@dataclass
+class GenerationStep:
+    """One step of batched generation: each row's new id (pad once the row is done) and why.
+
+    counted: (B,) True where the id belongs to the row's output (the row was still running);
+    done: (B,) True once the row drew a stop id or reached its limit; logits / scores: (B, V) raw
+    and processed next-token scores.
+    """
+
+    token: Tensor
+    counted: Tensor
+    done: Tensor
+    logits: Tensor
+    scores: Tensor
 
 
 class SpeechLM(nn.Module):
@@ -318,6 +335,30 @@ class SpeechLM(nn.Module):
             ids (B, S) new ids only, stop id included when one was drawn, padded with pad; lengths (B,);
             and with ``return_scores`` a dict ``{"raw": ..., "processed": ...}``.
         """
+        steps = list(
+            self.iter_generate(input_ids, lengths, text_lengths, generators, sample, use_cache, max_new_tokens)
+        )
+        ids = torch.stack([step.token for step in steps], dim=1)
+        new_lengths = torch.stack([step.counted for step in steps], dim=1).sum(dim=1)
+        if return_scores:
+            raw = torch.stack([step.logits for step in steps], dim=1)
+            return ids, new_lengths, {"raw": raw, "processed": torch.stack([step.scores for step in steps], dim=1)}
+        return ids, new_lengths
+
+    def iter_generate(
+        self,
+        input_ids: Tensor,
+        lengths: Tensor,
+        text_lengths: Tensor,
+        generators: list[torch.Generator | None] | None = None,
+        sample: bool = True,
+        use_cache: bool = True,
+        max_new_tokens: int | None = None,
+    ) -> Iterator[GenerationStep]:
+        """``generate`` one step at a time (for streaming): yields a GenerationStep per new id of the batch.
+
+        Run it under ``torch.no_grad()`` or ``torch.inference_mode()``.
+        """
         batch, device = input_ids.shape[0], input_ids.device
         if generators is not None and len(generators) != batch:
             raise InputError(f"generate: {len(generators)} generators for a batch of {batch}")
@@ -329,17 +370,17 @@ class SpeechLM(nn.Module):
         width = int(lengths.max())
         shift = width - lengths
         columns = torch.arange(width, device=device)
-        sequence = torch.full((batch, width), self.pad_id, dtype=torch.int64, device=device)
         source = (columns[None, :] - shift[:, None]).clamp(min=0)
         attention = columns[None, :] >= shift[:, None]  # (B, P)
-        sequence = torch.where(attention, input_ids.gather(1, source), sequence)
+        sequence = torch.where(
+            attention, input_ids.gather(1, source), torch.full_like(input_ids[:, :width], self.pad_id)
+        )
         positions = (attention.cumsum(dim=1) - 1).clamp(min=0)
         stop = torch.tensor(self.stop_ids, device=device)
         generated = torch.empty(batch, 0, dtype=torch.int64, device=device)
-        new_lengths = torch.zeros(batch, dtype=torch.int64, device=device)
+        count = torch.zeros(batch, dtype=torch.int64, device=device)
         done = torch.zeros(batch, dtype=torch.bool, device=device)
         cache, step_ids, step_positions = None, sequence, positions
-        raw_steps, processed_steps = [], []
         for _ in range(int(max_new.max())):
             if use_cache:
                 out = self.llm(
@@ -363,22 +404,17 @@ class SpeechLM(nn.Module):
             scores = self.process_scores(logits, generated, min_new, sample)
             token = self._pick(scores, generators, sample)
             token = torch.where(done, torch.full_like(token, self.pad_id), token)
-            if return_scores:
-                raw_steps.append(logits)
-                processed_steps.append(scores)
+            counted = ~done
             generated = torch.cat([generated, token[:, None]], dim=1)
-            new_lengths = torch.where(done, new_lengths, new_lengths + 1)
-            done = done | torch.isin(token, stop) | (new_lengths >= max_new)
+            count = count + counted.long()
+            done = done | torch.isin(token, stop) | (count >= max_new)
+            yield GenerationStep(token, counted, done, logits, scores)
             if bool(done.all()):
-                break
+                return
             step_ids, step_positions = token[:, None], positions[:, -1:] + 1
             sequence = torch.cat([sequence, step_ids], dim=1)
             positions = torch.cat([positions, step_positions], dim=1)
             attention = torch.cat([attention, torch.ones_like(done)[:, None]], dim=1)
-        if return_scores:
-            scores = {"raw": torch.stack(raw_steps, dim=1), "processed": torch.stack(processed_steps, dim=1)}
-            return generated, new_lengths, scores
-        return generated, new_lengths
 
     @staticmethod
     def _pick(scores: Tensor, generators: list | None, sample: bool) -> Tensor:
