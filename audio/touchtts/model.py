@@ -272,35 +272,47 @@ class TouchTTS(ZooModel):
         return self
 
     # ---- text -> waveform ---------------------------------------------------------------------------
-    def synthesize(self, text: str | list[str], speaker: Any = None, stream: bool = False, seed: int = 0):
+    def synthesize(
+        self,
+        text: str | list[str],
+        speaker: Any = None,
+        stream: bool = False,
+        seed: int = 0,
+        max_tokens: int | None = None,
+    ):
         """Text -> speech.
 
         Returns (waveforms (B, S) float32 at ``sample_rate``, zero-padded; lengths (B,)) for a string or
         a list; with ``stream=True`` (one string) an iterator of 1-D waveform pieces that starts while
         the LM is still writing tokens (chunked flow under a static chunk mask, chunked vocoder).
+        ``max_tokens`` caps the speech tokens (25 per second) on top of the LM's own limit.
         """
         if stream:
             if not isinstance(text, str):
                 raise InputError("stream=True synthesises one text (a string) at a time")
             self.texts(text)
             self.require_vocoder()
-            return self._stream(text, speaker, seed)
-        return self._synthesize(text, speaker, seed)
+            return self._stream(text, speaker, seed, max_tokens)
+        return self._synthesize(text, speaker, seed, max_tokens)
 
     @inference
-    def _synthesize(self, text, speaker, seed):
+    def _synthesize(self, text, speaker, seed, max_tokens):
         self.require_vocoder()
-        tokens = self.encode(text, seed=seed)
+        tokens = self.encode(text, seed=seed, max_tokens=max_tokens)
         return self.decode(tokens, speaker=speaker, seed=seed)
 
-    def stream_mel(self, text: str, speaker: Any = None, seed: int = 0) -> Iterator[Tensor]:
+    def stream_mel(
+        self, text: str, speaker: Any = None, seed: int = 0, max_tokens: int | None = None
+    ) -> Iterator[Tensor]:
         """One text -> (M, F) mel pieces, each sampled as soon as the LM has written the tokens it reads."""
         config = self.config
         texts = self.texts(text)
         with torch.inference_mode():
             spk = self.speaker_vectors(speaker, 1)
             ids, lengths, text_lengths = self._prompts(texts)
-            steps = self.lm.iter_generate(ids, lengths, text_lengths, self._generators(seed, 1))
+            steps = self.lm.iter_generate(
+                ids, lengths, text_lengths, self._generators(seed, 1), max_new_tokens=max_tokens
+            )
             flow_stream = self.flow.stream(
                 config.stream_chunk_frames, config.stream_left_chunks, spk, generator=self._generators(seed, 1)[0]
             )
@@ -318,9 +330,9 @@ class TouchTTS(ZooModel):
             if step is None:
                 return
 
-    def _stream(self, text: str, speaker: Any, seed: int) -> Iterator[Tensor]:
+    def _stream(self, text: str, speaker: Any, seed: int, max_tokens: int | None) -> Iterator[Tensor]:
         vocoder = ChunkedVocoder(self.require_vocoder(), self.config.vocoder_context_frames)
-        for mel in self.stream_mel(text, speaker, seed):
+        for mel in self.stream_mel(text, speaker, seed, max_tokens):
             with torch.inference_mode():
                 wave = vocoder.push(mel.to(self.dtype))
             if len(wave):
