@@ -104,10 +104,15 @@ class TouchTTS(ZooModel):
     arch: ClassVar[str] = "touchtts"
     modality: ClassVar[str] = "audio"
     config_class: ClassVar[type] = TouchTTSConfig
+    # The capability flags and task verbs of the house contract (issue 11).
+    supports_decode: ClassVar[bool] = True
+    supports_training: ClassVar[bool] = True
+    tasks: ClassVar[tuple[str, ...]] = ("synthesize",)
 
     def __init__(
         self,
         config: TouchTTSConfig | None = None,
+        *,
         vocoder: nn.Module | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
