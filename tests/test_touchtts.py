@@ -153,6 +153,18 @@ def test_flow_euler_sampler_reaches_t_1_and_the_old_loop_stops_one_step_short():
     assert float(schedule[-1][0] + schedule[-1][1]) == pytest.approx(float(flow.time_grid(5)[4]), abs=1e-6)
 
 
+def test_flow_trained_with_dynamic_chunks_samples_with_full_context_unless_told_a_chunk():
+    dynamic = tiny_flow(use_dynamic_chunk=True, use_dynamic_left_chunk=True)  # training setting: draw per batch
+    codes, lengths = _codes(16)[None], torch.tensor([16])
+    runs = [dynamic.sample(codes, lengths, generators=[torch.Generator().manual_seed(1)])[0] for _ in range(2)]
+    full = tiny_flow().sample(codes, lengths, generators=[torch.Generator().manual_seed(1)])[0]
+    assert torch.equal(runs[0], runs[1]) and torch.equal(runs[0], full)
+    static = tiny_flow(static_chunk_size=8, num_decoding_left_chunks=1)
+    chunked = static.sample(codes, lengths, generators=[torch.Generator().manual_seed(1)])[0]
+    told = tiny_flow().sample(codes, lengths, generators=[torch.Generator().manual_seed(1)], chunk=(8, 1))[0]
+    assert torch.equal(chunked, told) and not torch.equal(chunked, full)
+
+
 def _streams(flow: TouchFlow, frames: int, seed: int = 0) -> torch.Tensor:
     return torch.randn(1, frames, 5 * flow.config.mel_dim, generator=torch.Generator().manual_seed(seed))
 

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from audio.touchtts.masks import BIAS_MASKED, choose_chunk, make_pad_mask, subsequent_chunk_mask
+from audio.touchtts.masks import choose_chunk, make_pad_mask, mask_to_bias, subsequent_chunk_mask
 from audio.touchtts.trunk import QwenShape
 from zoo.errors import ConfigError, InputError
 
@@ -198,7 +198,7 @@ class FlowDraws:
     prompt_frames: (B,) int, frames of each item's own mel given as prompt condition; -1 = no prompt.
     t_uniform: (B,) uniform times before the scheduler's warp. keep: (B,) bool, False drops the
     token, speaker and prompt conditions (classifier-free guidance). noise: (B, T, M) x0.
-    chunk: (chunk_size, num_left_chunks) of a dynamic chunk mask, or None (config decides).
+    chunk: (chunk_size, num_left_chunks) of a drawn dynamic chunk mask; None: the config's fixed chunk, if any.
     """
 
     prompt_frames: Tensor
@@ -255,25 +255,25 @@ class TouchFlow(nn.Module):
         """(B,) times in [0, 1] -> (B, M)."""
         return self.time_encoder(time_embedding(t, self.config.trunk.hidden_size).to(self.dtype))
 
-    def attention_bias(self, valid: Tensor, chunk: tuple[int, int] | None = None, generator=None) -> Tensor:
-        """(B, T) valid frames -> the 4-D additive mask the trunk takes: (B, 1, 1, T) or, chunked, (B, 1, T, T).
-
-        ``chunk`` fixes (chunk_size, num_left_chunks); by default the config's chunk options decide
-        (a dynamic chunk is drawn from ``generator``).
-        """
+    def fixed_chunk(self, frames: int) -> tuple[int, int] | None:
+        """The config's chunk mask that needs no random draw: a static chunk, or a dynamic config's decoding
+        chunk; None (full context) otherwise, including a dynamic config's training setting (0), which
+        upstream would draw at random even when sampling."""
         config = self.config
-        if chunk is None:
-            chunk = choose_chunk(
-                valid.shape[1],
-                config.use_dynamic_chunk,
-                config.use_dynamic_left_chunk,
-                config.decoding_chunk_size,
-                config.static_chunk_size,
-                config.num_decoding_left_chunks,
-                config.enable_full_context,
-                config.max_chunk_size,
-                generator,
-            )
+        if config.use_dynamic_chunk and config.decoding_chunk_size == 0:
+            return None
+        return choose_chunk(
+            frames,
+            config.use_dynamic_chunk,
+            config.use_dynamic_left_chunk,
+            config.decoding_chunk_size,
+            config.static_chunk_size,
+            config.num_decoding_left_chunks,
+        )
+
+    def attention_bias(self, valid: Tensor, chunk: tuple[int, int] | None = None) -> Tensor:
+        """(B, T) valid frames -> the 4-D additive mask the trunk takes: (B, 1, 1, T), or (B, 1, T, T) under a
+        ``chunk`` = (chunk_size, num_left_chunks) mask."""
         mask = valid[:, None, :]  # (B, 1, T)
         if chunk is not None:
             mask = mask & subsequent_chunk_mask(valid.shape[1], *chunk, device=valid.device)[None]  # (B, T, T)
@@ -282,7 +282,7 @@ class TouchFlow(nn.Module):
     def _bias(self, mask: Tensor) -> Tensor:
         if self.config.attention_mask_form == "additive_01":
             return mask.to(self.dtype)  # upstream without mask_to_bias: 1 where allowed, 0 elsewhere, added
-        return (1.0 - mask.to(self.dtype)) * BIAS_MASKED
+        return mask_to_bias(mask, self.dtype)
 
     def velocity(self, streams: Tensor, bias: Tensor, positions: Tensor | None = None, cache=None) -> Tensor:
         """(B, T, 5M) concatenated streams -> (B, T, M) velocity through input projector, trunk and mel projector."""
@@ -308,7 +308,7 @@ class TouchFlow(nn.Module):
         keep = torch.rand(batch, generator=generator) > config.training_cfg_rate
         noise = torch.randn(batch, width, config.mel_dim, generator=generator)
         chunk = None
-        if config.use_dynamic_chunk and config.decoding_chunk_size == 0:
+        if config.use_dynamic_chunk and config.decoding_chunk_size == 0:  # dynamic chunk training: one draw
             options = (config.use_dynamic_left_chunk, 0, 0, -1, config.enable_full_context, config.max_chunk_size)
             chunk = choose_chunk(width, True, *options, generator=generator)
         return FlowDraws(prompt.to(device), t_uniform.to(device), keep.to(device), noise.to(device), chunk)
@@ -356,7 +356,7 @@ class TouchFlow(nn.Module):
             ],
             dim=-1,
         )  # (B, T, 5M)
-        bias = self.attention_bias(valid, chunk=draws.chunk)
+        bias = self.attention_bias(valid, draws.chunk if draws.chunk is not None else self.fixed_chunk(width))
         v = self.velocity(streams, bias)
         weight = valid[..., None].to(mel.dtype)
         loss = ((v - target) * weight).pow(2).sum() / (weight.sum() * mel_dim)
@@ -462,7 +462,7 @@ class TouchFlow(nn.Module):
         """Euler/CFG sampling of a batch. Returns (mel (B, T', M) frames after each prompt, zero-padded; lengths (B,)).
 
         noise: (B, T, M) x0 over prompt + output frames (default: drawn per item from ``generators``).
-        chunk: (chunk_size, num_left_chunks) to sample under a chunk mask (default: the config's).
+        chunk: (chunk_size, num_left_chunks) to sample under a chunk mask (default: ``fixed_chunk``).
         codes_per_frame: map codes to frames at this fixed rate (what a stream with an unknown total
             does) instead of each item's codes over its frames.
         ``return_steps`` adds a dict with the per-step t, dt, velocities and states.
@@ -478,7 +478,7 @@ class TouchFlow(nn.Module):
         batch, width, m = codes.shape[0], streams.shape[1], config.mel_dim
         x = self.initial_noise(frames, generators) if noise is None else noise.to(self.dtype)
         valid = ~make_pad_mask(frames, width)
-        bias = self.attention_bias(valid.repeat(2, 1), chunk=chunk)
+        bias = self.attention_bias(valid.repeat(2, 1), chunk if chunk is not None else self.fixed_chunk(width))
         steps = {"t": [], "dt": [], "v_cond": [], "v_uncond": [], "x": []}
         for t, dt in self.euler_schedule(n_timesteps, codes.device):
             streams[:, :, :m] = x.repeat(2, 1, 1)
