@@ -3,7 +3,7 @@
     flock /tmp/tokenzoo-cpu.lock python bench/touchtts.py [--seconds 10] [--default-seconds 2] [--skip-default]
 
 Two sizes, random weights (speed does not depend on them), float32, batch 1:
-- tiny: the tiny configuration (2-layer, 64-wide Qwen2 trunks, 4096 speech tokens), a ``--seconds`` utterance;
+- tiny: the tiny configuration (2-layer, 64-wide Qwen2 trunks, 6561 speech tokens), a ``--seconds`` utterance;
 - default: the documented full size, Qwen2.5-0.5B's shape for both trunks with Qwen2.5's 151,670 text rows
   + 6561 speech tokens, a ``--default-seconds`` utterance (a 10 s one takes minutes on two cores).
 Random weights would mostly sample text ids, so the text rows of the tied embedding are zeroed: every
@@ -40,7 +40,7 @@ TEXT = "the quick brown fox jumps over the lazy dog"  # 43 text ids: a limit of 
 
 def build(size: str) -> TouchTTS:
     if size == "tiny":
-        config = tiny_config(4096)
+        config = tiny_config()
     else:
         default = TouchTTSConfig()
         config = dataclasses.replace(default, lm=dataclasses.replace(default.lm, text_vocab_size=QWEN25_TEXT_ROWS))

@@ -85,8 +85,8 @@ def _coerce(cls, value, where: str):
     return config_from_dict(cls, value, where=where)
 
 
-def tiny_config(num_speech_tokens: int = 4096, **overrides) -> TouchTTSConfig:
-    """A small random-weight configuration for tests and the tiny trained model (2-layer, 64-wide trunks)."""
+def tiny_config(num_speech_tokens: int = 6561, **overrides) -> TouchTTSConfig:
+    """A small configuration (2-layer, 64-wide trunks) over s3tokenizer-tiny's 6561 codes (tests, the tiny model)."""
     trunk = QwenShape(
         hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
         max_position_embeddings=4096,
