@@ -421,9 +421,10 @@ def test_parity_touchtts_flow_sampler_matches_upstream_step_by_step_and_reaches_
     torch.testing.assert_close(steps["x"][:, 0], io["flow_sampler_pt_steps"], atol=atol, rtol=0)
     assert int(lengths[0]) == io["flow_sampler_output"].shape[1]
     torch.testing.assert_close(mel, io["flow_sampler_output"], atol=atol, rtol=0)
-    # The noise upstream drew right after torch.manual_seed(noise_seed) comes from a generator seeded alike.
+    # The noise upstream drew right after torch.manual_seed(noise_seed) comes from a generator seeded alike
+    # (to float rounding: the vectorised and scalar normal samplers round differently).
     generator = torch.Generator().manual_seed(info["inputs"]["sampler"]["noise_seed"])
-    torch.testing.assert_close(flow.sample(*args, generators=[generator])[0], mel, atol=0, rtol=0)
+    torch.testing.assert_close(flow.sample(*args, generators=[generator])[0], mel, atol=atol, rtol=0)
 
 
 @pytest.mark.parametrize("fixture_dir", fixtures("flow"))
