@@ -2,8 +2,8 @@
 
 Each fixture folder says what it holds in config.json (``folder``: lm, flow, masks, lr, mel); a test
 runs on every folder of its kind, so a second fixture set with other sizes, seeds, vocabularies and
-lengths runs through the same tests. Only the io keys config.json's ``io_tensors`` describes are
-read; sizes come from config.json and tensor shapes, tolerances from config.json's ``tolerances``.
+lengths runs through the same tests. Only the io keys config.json's ``io_tensors`` describes are read
+(``parity_fixture``); sizes come from config.json and tensor shapes, tolerances from its ``tolerances``.
 """
 
 from __future__ import annotations
@@ -14,10 +14,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors import safe_open
 
 from audio.touchtts import masks as M
-from tests.helpers import parity_params, require_fixture
+from tests.helpers import parity_fixture, parity_params
 
 FAMILY = "touchtts"
 
@@ -34,22 +33,11 @@ def fixtures(kind: str) -> list:
     return parity_params(FAMILY, where=lambda folder: _kind(folder) == kind)
 
 
-@functools.lru_cache(maxsize=8)
-def _io(folder: Path) -> dict[str, torch.Tensor]:
-    """The io tensors config.json describes (nothing else in io.safetensors is read), checked against their shapes."""
-    described = _info(folder)["io_tensors"]
-    with safe_open(str(folder / "io.safetensors"), framework="pt") as f:
-        tensors = {key: f.get_tensor(key) for key in described}
-    for key, spec in described.items():
-        assert list(tensors[key].shape) == spec["shape"], f"{folder}: io {key} shape disagrees with config.json"
-    return tensors
-
-
 # ---- masks ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("fixture_dir", fixtures("masks"))
 def test_parity_touchtts_subsequent_chunk_masks_match_upstream(fixture_dir):
-    folder = require_fixture(fixture_dir, FAMILY)
-    cases, io = _info(folder)["cases"], _io(folder)
+    fixture = parity_fixture(fixture_dir, FAMILY)
+    cases, io = fixture.config["cases"], fixture.io
     keys = [k for k in io if k.startswith("subsequent_chunk_mask")]
     assert keys
     for key in keys:
@@ -60,8 +48,8 @@ def test_parity_touchtts_subsequent_chunk_masks_match_upstream(fixture_dir):
 
 @pytest.mark.parametrize("fixture_dir", fixtures("masks"))
 def test_parity_touchtts_padding_and_full_context_masks_match_upstream(fixture_dir):
-    folder = require_fixture(fixture_dir, FAMILY)
-    io = _io(folder)
+    fixture = parity_fixture(fixture_dir, FAMILY)
+    io = fixture.io
     lengths = io["lengths"]
     assert torch.equal(M.make_pad_mask(lengths), io["make_pad_mask"])
     assert torch.equal(M.make_pad_mask(lengths, io["make_pad_mask_maxlen"].shape[-1]), io["make_pad_mask_maxlen"])
@@ -70,8 +58,8 @@ def test_parity_touchtts_padding_and_full_context_masks_match_upstream(fixture_d
 
 @pytest.mark.parametrize("fixture_dir", fixtures("masks"))
 def test_parity_touchtts_optional_chunk_masks_and_their_draws_match_upstream(fixture_dir):
-    folder = require_fixture(fixture_dir, FAMILY)
-    cases, io = _info(folder)["cases"], _io(folder)
+    fixture = parity_fixture(fixture_dir, FAMILY)
+    cases, io = fixture.config["cases"], fixture.io
     keys = [k for k in io if k.startswith("aocm_")]
     assert keys
     for key in keys:
@@ -90,8 +78,8 @@ def test_parity_touchtts_optional_chunk_masks_and_their_draws_match_upstream(fix
 
 @pytest.mark.parametrize("fixture_dir", fixtures("masks"))
 def test_parity_touchtts_mask_to_bias_matches_upstream(fixture_dir):
-    folder = require_fixture(fixture_dir, FAMILY)
-    io = _io(folder)
+    fixture = parity_fixture(fixture_dir, FAMILY)
+    io = fixture.io
     keys = [k for k in io if k.startswith("mask_to_bias_")]
     assert keys
     for key in keys:
@@ -131,8 +119,9 @@ def _target_logprob(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("fixture_dir", fixtures("lm"))
 def test_parity_touchtts_lm_training_layout_matches_upstream_before_and_after_speech_ids(fixture_dir):
-    folder = require_fixture(fixture_dir, FAMILY)
-    info, io, lm = _info(folder), _io(folder), _lm(folder)
+    fixture = parity_fixture(fixture_dir, FAMILY)
+    folder = fixture.folder
+    info, io, lm = fixture.config, fixture.io, _lm(folder)
     batch = lm.collate([_layout(lm, item) for item in info["inputs"]["train_items"]])
     assert torch.equal(batch["input_ids"], io["train_batch_input_ids"])
     assert torch.equal(batch["labels"], io["train_batch_labels"])
@@ -152,8 +141,9 @@ def test_parity_touchtts_lm_training_layout_matches_upstream_before_and_after_sp
 
 @pytest.mark.parametrize("fixture_dir", fixtures("lm"))
 def test_parity_touchtts_lm_forward_logits_and_loss_match_upstream(fixture_dir):
-    folder = require_fixture(fixture_dir, FAMILY)
-    tol, io, lm = _info(folder)["tolerances"], _io(folder), _lm(folder)
+    fixture = parity_fixture(fixture_dir, FAMILY)
+    folder = fixture.folder
+    tol, io, lm = fixture.config["tolerances"], fixture.io, _lm(folder)
     ids, labels, mask = io["train_input_ids_reorg"], io["train_labels_reorg"], io["train_batch_attention_mask"]
     with torch.no_grad():
         hidden = lm.llm.model(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
@@ -169,8 +159,9 @@ def test_parity_touchtts_lm_forward_logits_and_loss_match_upstream(fixture_dir):
 
 @pytest.mark.parametrize("fixture_dir", fixtures("lm"))
 def test_parity_touchtts_lm_pack_layout_and_per_sequence_attention_match_upstream(fixture_dir):
-    folder = require_fixture(fixture_dir, FAMILY)
-    info, io, lm = _info(folder), _io(folder), _lm(folder)
+    fixture = parity_fixture(fixture_dir, FAMILY)
+    folder = fixture.folder
+    info, io, lm = fixture.config, fixture.io, _lm(folder)
     inputs = info["inputs"]
     pack = lm.pack([_layout(lm, item) for item in inputs["pack_items"]], inputs["pack_size"])
     for key in ("input_ids", "labels", "position_ids", "audio_offsets", "batch_idx", "text_lengths"):
@@ -198,8 +189,9 @@ def _generation_prompt(lm, info: dict, io: dict):
 
 @pytest.mark.parametrize("fixture_dir", fixtures("lm"))
 def test_parity_touchtts_lm_inference_prompt_matches_upstream(fixture_dir):
-    folder = require_fixture(fixture_dir, FAMILY)
-    info, io, lm = _info(folder), _io(folder), _lm(folder)
+    fixture = parity_fixture(fixture_dir, FAMILY)
+    folder = fixture.folder
+    info, io, lm = fixture.config, fixture.io, _lm(folder)
     item, ids = _generation_prompt(lm, info, io)
     assert torch.equal(item["input_ids"], io["gen_batch_input_ids"])
     assert torch.equal(item["attention_mask"], io["gen_batch_attention_mask"])
@@ -210,8 +202,9 @@ def test_parity_touchtts_lm_inference_prompt_matches_upstream(fixture_dir):
 
 @pytest.mark.parametrize("fixture_dir", fixtures("lm"))
 def test_parity_touchtts_lm_seeded_sampling_draws_upstreams_ids_step_by_step(fixture_dir):
-    folder = require_fixture(fixture_dir, FAMILY)
-    info, io, lm = _info(folder), _io(folder), _lm(folder)
+    fixture = parity_fixture(fixture_dir, FAMILY)
+    folder = fixture.folder
+    info, io, lm = fixture.config, fixture.io, _lm(folder)
     atol = info["tolerances"]["train_logits"]["atol"]
     item, ids = _generation_prompt(lm, info, io)
     generator = torch.Generator().manual_seed(info["inputs"]["gen_seed"])
@@ -278,8 +271,9 @@ def _valid_rows(io: dict) -> torch.Tensor:
 def test_parity_touchtts_flow_conditions_match_upstream(fixture_dir):
     from audio.touchtts.flow import cosine_time, time_embedding
 
-    folder = require_fixture(fixture_dir, FAMILY)
-    info, io = _info(folder), _io(folder)
+    fixture = parity_fixture(fixture_dir, FAMILY)
+    folder = fixture.folder
+    info, io = fixture.config, fixture.io
     flow = _flow(folder)
     atol = _atol(info, "embed_token_encoder_interp")
     inputs = _train_inputs(io)
@@ -313,8 +307,9 @@ def test_parity_touchtts_flow_conditions_match_upstream(fixture_dir):
 
 @pytest.mark.parametrize("fixture_dir", fixtures("flow"))
 def test_parity_touchtts_flow_token_condition_is_per_item_by_default_and_upstreams_batched_on_request(fixture_dir):
-    folder = require_fixture(fixture_dir, FAMILY)
-    info, io = _info(folder), _io(folder)
+    fixture = parity_fixture(fixture_dir, FAMILY)
+    folder = fixture.folder
+    info, io = fixture.config, fixture.io
     atol = _atol(info, "embed_token_encoder_interp")
     inputs = _train_inputs(io)
     for option, key in (("per_item", "flow_train_token_cond_per_item_ref"), ("batched", "flow_train_token_cond")):
@@ -341,8 +336,9 @@ def _variants(info: dict, io: dict) -> dict:
 
 @pytest.mark.parametrize("fixture_dir", fixtures("flow"))
 def test_parity_touchtts_flow_training_forward_and_loss_match_upstream_for_every_mask(fixture_dir):
-    folder = require_fixture(fixture_dir, FAMILY)
-    info, io = _info(folder), _io(folder)
+    fixture = parity_fixture(fixture_dir, FAMILY)
+    folder = fixture.folder
+    info, io = fixture.config, fixture.io
     valid = _valid_rows(io)
     for name, (overrides, chunk) in _variants(info, io).items():
         flow = _flow(folder, token_interpolation="batched", **overrides)
@@ -374,8 +370,9 @@ def test_parity_touchtts_flow_training_forward_and_loss_match_upstream_for_every
 @pytest.mark.parametrize("fixture_dir", fixtures("flow"))
 def test_parity_touchtts_flow_additive_01_mask_reproduces_upstreams_unmasked_attention(fixture_dir):
     """A 0/1 mask added to scores lifts every allowed score by 1: harmless without padding, no mask otherwise."""
-    folder = require_fixture(fixture_dir, FAMILY)
-    info, io = _info(folder), _io(folder)
+    fixture = parity_fixture(fixture_dir, FAMILY)
+    folder = fixture.folder
+    info, io = fixture.config, fixture.io
     valid = _valid_rows(io)
     full_rows = valid.all(dim=1)  # items without padding: a key-padding mask has nothing to mask there
     atol = _atol(info, "vt")
@@ -395,8 +392,9 @@ def test_parity_touchtts_flow_additive_01_mask_reproduces_upstreams_unmasked_att
 
 @pytest.mark.parametrize("fixture_dir", fixtures("flow"))
 def test_parity_touchtts_flow_sampler_matches_upstream_step_by_step_and_reaches_t_1(fixture_dir):
-    folder = require_fixture(fixture_dir, FAMILY)
-    info, io = _info(folder), _io(folder)
+    fixture = parity_fixture(fixture_dir, FAMILY)
+    folder = fixture.folder
+    info, io = fixture.config, fixture.io
     atol = info["tolerances"]["sampler_outputs"]["atol"]
     flow = _flow(folder)
     prompt, prompt_codes, codes = (
@@ -429,8 +427,9 @@ def test_parity_touchtts_flow_sampler_matches_upstream_step_by_step_and_reaches_
 
 @pytest.mark.parametrize("fixture_dir", fixtures("flow"))
 def test_parity_touchtts_flow_truncated_and_chunked_samplers_match_upstream(fixture_dir):
-    folder = require_fixture(fixture_dir, FAMILY)
-    info, io = _info(folder), _io(folder)
+    fixture = parity_fixture(fixture_dir, FAMILY)
+    folder = fixture.folder
+    info, io = fixture.config, fixture.io
     atol = info["tolerances"]["sampler_outputs"]["atol"]
     prompt, prompt_codes, codes = (
         io["flow_sampler_prompt_mel"],
@@ -456,8 +455,9 @@ def test_parity_touchtts_flow_truncated_and_chunked_samplers_match_upstream(fixt
 def test_parity_touchtts_flow_stream_reproduces_upstreams_offline_and_chunked_samplers(fixture_dir):
     from audio.touchtts.flow import stream_mel
 
-    folder = require_fixture(fixture_dir, FAMILY)
-    info, io = _info(folder), _io(folder)
+    fixture = parity_fixture(fixture_dir, FAMILY)
+    folder = fixture.folder
+    info, io = fixture.config, fixture.io
     atol = info["tolerances"]["sampler_outputs"]["atol"]
     flow = _flow(folder)
     codes = io["flow_sampler_llm_codes"][0]
@@ -480,8 +480,9 @@ def test_parity_touchtts_flow_stream_reproduces_upstreams_offline_and_chunked_sa
 def test_parity_touchtts_legacy_interpolate_regulator_matches_upstream(fixture_dir):
     from audio.touchtts.convert import upstream_fixture_regulator
 
-    folder = require_fixture(fixture_dir, FAMILY)
-    info, io = _info(folder), _io(folder)
+    fixture = parity_fixture(fixture_dir, FAMILY)
+    folder = fixture.folder
+    info, io = fixture.config, fixture.io
     atol = info["tolerances"]["outputs"]["atol"]
     x, x_lengths, ylens = io["x"], io["x_lengths"], io["ylens"]
     regulator = upstream_fixture_regulator(folder)
