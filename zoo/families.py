@@ -87,6 +87,10 @@ FAMILIES: tuple[Family, ...] = (
         demo="audio.s3tokenizer.demo:run",
     ),
     Family(
+        "touchtts",
+        archs={"touchtts": "audio.touchtts.model:TouchTTS"},
+    ),
+    Family(
         "tokenunify",
         archs={"tokenunify": "em_volume.tokenunify:TokenUnify"},
         converter="em_volume.convert:convert_checkpoint",
