@@ -99,24 +99,14 @@ class Vocoder(nn.Module):
         if frames.shape != (mel.shape[0],) or int(frames.min()) < 1 or int(frames.max()) > mel.shape[-1]:
             raise InputError(f"frames must be ({mel.shape[0]},) counts in [1, {mel.shape[-1]}], got {frames.tolist()}")
         lengths = frames * self.hop_length
-        mel = mel.to(device=self.device, dtype=self.dtype)
+        like = next(iter([*self.parameters(), *self.buffers()]), mel)  # the vocoder's device and dtype
+        mel = mel.to(device=like.device, dtype=like.dtype)
         if bool((frames == mel.shape[-1]).all()):
             return self(mel).float(), lengths
         waves = torch.zeros(mel.shape[0], int(lengths.max()), device=mel.device)
         for i, n in enumerate(frames.tolist()):
             waves[i, : n * self.hop_length] = self(mel[i : i + 1, :, :n])[0].float()
         return waves, lengths
-
-    @property
-    def device(self) -> torch.device:
-        for tensor in (*self.parameters(), *self.buffers()):
-            return tensor.device
-        return torch.device("cpu")
-
-    @property
-    def dtype(self) -> torch.dtype:
-        tensor = next(self.parameters(), None)
-        return tensor.dtype if tensor is not None else torch.float32
 
     def save(self, folder: str | Path) -> Path:
         """Write vocoder.json (+ vocoder.safetensors when it has weights) into ``folder``, each file atomically."""
