@@ -87,8 +87,8 @@ class Vocoder(nn.Module):
     def vocode(self, mel: Tensor, frames: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """(B, M, T) log-mels (padded) + (B,) frame counts -> ((B, N) waveforms zero-padded, (B,) sample counts).
 
-        Clips of different lengths are vocoded one by one on their own frames, so a clip's waveform is the
-        same alone or in a batch (a convolutional vocoder would otherwise hear the padding near the end).
+        Clips are vocoded one by one on their own frames, so a clip's waveform is the same alone or in a
+        batch, bit for bit (a convolutional vocoder would otherwise hear the padding near the end).
         """
         check_float_tensor(mel, "mel", dims=3)
         if mel.shape[1] != self.n_mels:
@@ -101,8 +101,6 @@ class Vocoder(nn.Module):
         lengths = frames * self.hop_length
         like = next(iter([*self.parameters(), *self.buffers()]), mel)  # the vocoder's device and dtype
         mel = mel.to(device=like.device, dtype=like.dtype)
-        if bool((frames == mel.shape[-1]).all()):
-            return self(mel).float(), lengths
         waves = torch.zeros(mel.shape[0], int(lengths.max()), device=mel.device)
         for i, n in enumerate(frames.tolist()):
             waves[i, : n * self.hop_length] = self(mel[i : i + 1, :, :n])[0].float()
