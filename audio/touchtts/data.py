@@ -6,7 +6,8 @@
 **pipeline** is TouchTTS's data recipe (arXiv 2412.08237, section 2) at toy scale, over every audio file
 (wav, flac, ogg) under IN_DIR:
 
-1. Voice activity: speech regions from silero-vad (its wheel ships the model) or, with ``--vad energy``,
+1. Voice activity: speech regions from silero-vad (its wheel ships the model, a TorchScript file the
+   package's own loader opens; no file from the input is ever loaded as a model) or, with ``--vad energy``,
    from frame energy: 25 ms frames every 10 ms at 16 kHz, a frame is speech when its level is above
    max(noise floor + 15 dB, loudest frame - 45 dB), the noise floor being the 10th percentile of frame
    levels; pauses under 0.2 s are filled and bursts under 0.1 s dropped.
