@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 OUT    ?= out
 
-.PHONY: install demo test test-fast app bench lint readme system-deps clean
+.PHONY: install demo test test-fast test-portable app bench lint readme system-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,13 @@ test: $(STAMP) system-deps
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# The parity subset under ATEN_CPU_CAPABILITY = default, avx2, avx512 x OMP_NUM_THREADS = 1, 2: other CPUs
+# pick other kernels and reduction orders. Cells this CPU cannot run are reported as not run.
+PORTABLE_CAPS    ?= default avx2 avx512
+PORTABLE_THREADS ?= 1 2
+test-portable: $(STAMP)
+	PYTHON=$(BIN)/python .ci/parity-matrix "$(PORTABLE_CAPS)" "$(PORTABLE_THREADS)"
 
 app: $(STAMP)
 	$(BIN)/tokenzoo app

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import socket
 
 import pytest
 
-from zoo.parity import fixture_dirs, missing_reason, parity_required, parity_root
+from zoo.parity import Fixture, fixture_dirs, load_fixture, missing_reason, parity_required, parity_root
 
 
 def parity_params(family: str, marker: str = "config.json", where=None) -> list:
@@ -16,8 +17,8 @@ def parity_params(family: str, marker: str = "config.json", where=None) -> list:
     not collected for a fixture it cannot check, rather than passing or skipping there (a skipped parity
     test would read as a missing check). A missing fixture set stays the one ``None`` param.
 
-    Use in a test whose name contains ``parity`` and the family name, so that
-    ``pytest -k "parity and FAMILY"`` selects it, and call ``require_fixture`` first.
+    Use in a test named ``test_parity_<family>_*``, so that ``pytest -k "parity and FAMILY"`` and
+    ``make test-portable`` select it, and open the folder with ``parity_fixture`` (or ``require_fixture``).
     """
     root = parity_root() / family
     dirs = fixture_dirs(family, marker)
@@ -34,6 +35,21 @@ def require_fixture(fixture_dir, family: str):
             pytest.fail(missing_reason(family) + ", and TOKENZOO_REQUIRE_PARITY=1 forbids skipping")
         pytest.skip(missing_reason(family))
     return fixture_dir
+
+
+def parity_fixture(fixture_dir, family: str, describe=None) -> Fixture:
+    """``require_fixture`` then the folder's ``Fixture`` (config and described io), loaded once per session.
+
+    ``describe(config) -> {key: {shape, dtype} | None}`` says which io keys exist, for families whose
+    config.json has no io table (see ``zoo.parity.load_fixture``).
+    """
+    require_fixture(fixture_dir, family)
+    return _cached_fixture(fixture_dir, describe)
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_fixture(folder, describe) -> Fixture:
+    return load_fixture(folder, describe)
 
 
 def free_port() -> int:

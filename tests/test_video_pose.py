@@ -344,15 +344,18 @@ def test_test_split_uses_only_held_out_viewpoints_and_train_split_none():
 
 # ---- FLOPs of the released configurations ---------------------------------------------------------
 def test_parity_hot_default_config_flops_and_params_match_upstream_counts():
+    """Every model the fixture counted at its upstream default config, at the fixture's input shape."""
     path = parity_root() / "hot" / "flops_default_configs.json"
     require_fixture(path.parent if path.is_file() else None, "hot")
-    from video_pose.flops import flops_table
+    from video_pose.flops import count_flops, default_model
 
-    expected = json.loads(path.read_text())["models"]
-    for row in flops_table():
-        ref = expected[row["arch"].replace("-", "_")]
-        assert row["params"] == ref["params_total"], row["arch"]
-        assert row["flops_total"] == ref["flop_counter_mode_total"], row["arch"]
+    models = json.loads(path.read_text())["models"]
+    assert models, f"{path} lists no models"
+    for name, ref in models.items():
+        counted = count_flops(default_model(name.replace("_", "-")), tuple(ref["input_shape"]))
+        assert counted["params"] == ref["params_total"], name
+        assert counted["flops_total"] == ref["flop_counter_mode_total"], name
+        assert counted["by_op"] == {k.removeprefix("aten."): v for k, v in ref["flop_counter_mode_by_op"].items()}, name
 
 
 # ---- bundled tiny models --------------------------------------------------------------------------

@@ -53,6 +53,44 @@ def pool_over_joints(x: Tensor) -> Tensor:
     return pooled.reshape(b, f, c)
 
 
+# The stages of token_pruning_cluster, each a function of the one before, so that parity tests can feed
+# each one upstream's own values and demand upstream's decisions exactly.
+def knn_density(dist_matrix: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """(B, F, F) -> the k smallest distances of every row, self included (B, F, k), and the density
+    exp(-mean of their squares) (B, F)."""
+    dist_nearest = torch.topk(dist_matrix, k=k, dim=-1, largest=False).values  # (B, F, k)
+    return dist_nearest, (-(dist_nearest**2).mean(dim=-1)).exp()
+
+
+def distance_to_denser(dist_matrix: Tensor, density: Tensor) -> Tensor:
+    """(B, F): each frame's distance to the nearest frame of strictly higher density; the densest frame of
+    a sample gets the largest distance in that sample."""
+    higher = (density[:, None, :] > density[:, :, None]).to(dist_matrix.dtype)  # [b, i, j] = rho_j > rho_i
+    dist_max = dist_matrix.flatten(1).max(dim=-1).values[:, None, None]  # (B, 1, 1)
+    return (dist_matrix * higher + dist_max * (1 - higher)).min(dim=-1).values
+
+
+def choose_centres(score: Tensor, chosen: int, center: int | None = None) -> tuple[Tensor, Tensor]:
+    """The ``chosen`` frames of highest score (B, chosen), in score order, and the kept frames in temporal
+    order (B, n): those plus ``center`` when one is forced (its score must be -inf)."""
+    index_topk = torch.topk(score, k=chosen, dim=-1).indices  # (B, chosen)
+    index = index_topk
+    if center is not None:
+        centre = torch.full((score.shape[0], 1), center, device=score.device, dtype=index.dtype)
+        index = torch.cat([index, centre], dim=-1)
+    return index_topk, torch.sort(index, dim=-1).values
+
+
+def nearest_centre(dist_matrix: Tensor, index_topk: Tensor) -> Tensor:
+    """(B, F): the position in ``index_topk`` of every frame's nearest centre; a centre is its own."""
+    b, chosen = index_topk.shape
+    batch = torch.arange(b, device=dist_matrix.device)[:, None]
+    to_centres = dist_matrix[batch, index_topk]  # (B, chosen, F)
+    idx_cluster = to_centres.argmin(dim=1)  # (B, F)
+    idx_cluster[batch.expand(b, chosen), index_topk] = torch.arange(chosen, device=dist_matrix.device).expand(b, chosen)
+    return idx_cluster
+
+
 @torch.no_grad()
 def token_pruning_cluster(
     features: Tensor,
@@ -89,33 +127,19 @@ def token_pruning_cluster(
         raise InputError(f"centre frame {center} is outside 0..{f - 1}")
 
     dist_matrix = torch.cdist(x, x) / (c**0.5)  # (B, F, F)
-    dist_nearest = torch.topk(dist_matrix, k=k, dim=-1, largest=False).values  # (B, F, k)
-    density_raw = (-(dist_nearest**2).mean(dim=-1)).exp()  # (B, F)
+    dist_nearest, density_raw = knn_density(dist_matrix, k)
     if noise is None:
         noise = torch.rand(density_raw.shape, generator=generator, device=x.device, dtype=x.dtype)
     elif tuple(noise.shape) != (b, f):
         raise InputError(f"noise must be (B, F) = {(b, f)}, got {tuple(noise.shape)}")
     noise = noise.to(device=x.device, dtype=x.dtype)
     density = density_raw + noise * noise_scale
-
-    higher = (density[:, None, :] > density[:, :, None]).to(x.dtype)  # (B, F, F): [b, i, j] = rho_j > rho_i
-    dist_max = dist_matrix.flatten(1).max(dim=-1).values[:, None, None]  # (B, 1, 1)
-    delta = (dist_matrix * higher + dist_max * (1 - higher)).min(dim=-1).values  # (B, F)
+    delta = distance_to_denser(dist_matrix, density)
     score = delta * density
     if center is not None:
-        score = score.clone()
         score[:, center] = -torch.inf
-    index_topk = torch.topk(score, k=chosen, dim=-1).indices  # (B, chosen)
-
-    batch = torch.arange(b, device=x.device)[:, None]
-    to_centres = dist_matrix[batch, index_topk]  # (B, chosen, F)
-    idx_cluster = to_centres.argmin(dim=1)  # (B, F): nearest centre of every frame
-    idx_cluster[batch.expand(b, chosen), index_topk] = torch.arange(chosen, device=x.device).expand(b, chosen)
-
-    index = index_topk
-    if center is not None:
-        index = torch.cat([index, torch.full((b, 1), center, device=x.device, dtype=index.dtype)], dim=-1)
-    index = torch.sort(index, dim=-1).values
+    index_topk, index = choose_centres(score, chosen, center)
+    idx_cluster = nearest_centre(dist_matrix, index_topk)
     return ClusterResult(
         index=index,
         index_topk=index_topk,

@@ -169,3 +169,24 @@ class CheckpointMismatchError(ZooError, ValueError):
 
 class NotSupportedError(ZooError, NotImplementedError):
     """A model does not offer an operation (for example decode on an encoder-only tokenizer)."""
+
+
+class FixtureKeyError(ZooError, KeyError):
+    """A parity test read a tensor its fixture's config.json does not describe, or one it describes but the
+    file lacks. Tests take every key from the fixture's own description, never from the public set.
+
+    ``io.safetensors of .../tokenunify/pretext has no described key 'rt2.input' (config.json describes 26 keys:
+    ar.input, ar.k, ...). Take key names from the fixture's config.json.``
+    """
+
+    def __init__(self, key: str, file: str, problem: str, described=()):
+        self.key, self.file, self.problem = key, file, problem
+        self.described = sorted(described)
+        shown = ", ".join(self.described[:12]) + (" ..." if len(self.described) > 12 else "")
+        super().__init__(
+            f"{file}: {problem} {key!r} (config.json describes {len(self.described)} keys: {shown}). "
+            "Take key names from the fixture's config.json."
+        )
+
+    def __str__(self) -> str:
+        return self.args[0]
