@@ -1,20 +1,19 @@
 """The TouchTTS vocoder mel and its length rules, against upstream's outputs (../shared/parity/touchtts/mel).
 
 The fixture folder is found by what the tests need (a config.json with ``mel_spectrogram_kwargs``); the mel
-arguments, tensors and tolerances all come from it, and only io keys its config.json describes are read,
-so a fixture set with other lengths, batches or mel settings runs through the same tests.
+arguments, tensors and tolerances all come from it, and only io keys its config.json describes are read
+(``parity_fixture``), so a fixture set with other lengths, batches or mel settings runs through the same tests.
+Comparisons follow the house rule (``zoo.parity.assert_close``: stated tolerance plus an error-model term).
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from audio.features import mel_filters
 from audio.touchtts.mel import (
@@ -26,11 +25,12 @@ from audio.touchtts.mel import (
     pad_for_stft,
     prompt_token_count,
 )
-from tests.helpers import parity_params, require_fixture
+from tests.helpers import parity_fixture, parity_params
 from zoo.errors import ConfigError, InputError
+from zoo.parity import UNIT_ROUNDOFF, Tolerance, ToleranceTable, assert_close, gamma
 
 FAMILY = "touchtts"
-FLOAT32_EPS = torch.finfo(torch.float32).eps
+EXACT = Tolerance(exact=True)
 
 
 def _is_mel_fixture(folder: Path) -> bool:
@@ -40,103 +40,98 @@ def _is_mel_fixture(folder: Path) -> bool:
 MEL_FIXTURES = parity_params(FAMILY, where=_is_mel_fixture)
 
 
-@functools.lru_cache(maxsize=4)
-def _fixture(folder: Path):
-    info = json.loads((folder / "config.json").read_text())
-    io = load_file(str(folder / "io.safetensors"))
-    described = set(info["io_tensors"])
-    return info, MelConfig.from_upstream(info["mel_spectrogram_kwargs"]), {k: io[k] for k in described}
+def _open(fixture_dir):
+    """(fixture, its mel settings, its stated tolerances)."""
+    fixture = parity_fixture(fixture_dir, FAMILY)
+    config = MelConfig.from_upstream(fixture.config["mel_spectrogram_kwargs"])
+    return fixture, config, ToleranceTable(fixture.config["tolerances"])
 
 
-def _waves_with(io: dict, suffix: str) -> list[str]:
+def _waves_with(io, suffix: str) -> list[str]:
     """Input waveforms that have a stored ``<name><suffix>`` output (wave0, wave1, wavebatch in the public set)."""
     names = sorted(k[: -len(suffix)] for k in io if k.endswith(suffix) and k[: -len(suffix)] in io)
     assert names, f"the fixture describes no '*{suffix}' outputs"
     return names
 
 
+def fft_error(windowed_frames: torch.Tensor, n_fft: int) -> torch.Tensor:
+    """(B, T, n_fft) windowed frames -> (B, 1, T): a bound on the error of every bin of one float32 FFT.
+
+    Higham (Accuracy and Stability of Numerical Algorithms, Thm 24.2): a radix-2 FFT's computed spectrum is
+    within log2(n) eta / (1 - log2(n) eta) * ||y||_2 of the exact one, eta = u + gamma_4 (sqrt 2 + u), and
+    ||y||_2 = sqrt(n) ||x||_2 unnormalised. A bin's error is below the whole vector's, and so is its magnitude's.
+    """
+    u = UNIT_ROUNDOFF[torch.float32]
+    eta = u + gamma(4) * (math.sqrt(2) + u)
+    steps = math.log2(n_fft) * eta
+    return (steps / (1 - steps) * math.sqrt(n_fft) * windowed_frames.double().norm(dim=-1))[:, None, :]
+
+
 @pytest.mark.parametrize("fixture_dir", MEL_FIXTURES)
 def test_parity_touchtts_mel_filterbank_and_window_equal_upstreams_cached_constants(fixture_dir):
-    folder = require_fixture(fixture_dir, FAMILY)
-    _, config, _ = _fixture(folder)
-    constants = load_file(str(folder / "weights.safetensors"))
+    fixture, config, _ = _open(fixture_dir)
+    constants = fixture.tensors("weights.safetensors", dict.fromkeys(fixture.config["weights"]["tensors"]))
     ours = mel_filters(config.n_mels, config.sample_rate, config.n_fft, config.fmin, config.fmax)
-    # librosa rounds to float32 twice (triangles, then area normalisation); we round once from float64.
-    torch.testing.assert_close(ours, constants["mel_basis"], rtol=2 * FLOAT32_EPS, atol=0)
-    assert torch.equal(torch.hann_window(config.win_length), constants["hann_window"])
+    # librosa rounds to float32 twice (triangles, then area normalisation) where we round once from float64:
+    # at most a few units of roundoff apart.
+    assert_close(ours, constants["mel_basis"], Tolerance(rtol=4 * UNIT_ROUNDOFF[torch.float32]), "mel_basis")
+    assert_close(torch.hann_window(config.win_length), constants["hann_window"], EXACT, "hann_window")
 
 
 @pytest.mark.parametrize("fixture_dir", MEL_FIXTURES)
 def test_parity_touchtts_mel_reflect_padding_is_exact(fixture_dir):
-    folder = require_fixture(fixture_dir, FAMILY)
-    _, config, io = _fixture(folder)
-    for name in _waves_with(io, "_padded"):
-        assert torch.equal(pad_for_stft(io[name], config), io[f"{name}_padded"]), name
+    fixture, config, _ = _open(fixture_dir)
+    for name in _waves_with(fixture.io, "_padded"):
+        assert_close(pad_for_stft(fixture.io[name], config), fixture.io[f"{name}_padded"], EXACT, f"{name}_padded")
 
 
 @pytest.mark.parametrize("fixture_dir", MEL_FIXTURES)
-def test_parity_touchtts_mel_stft_magnitude_matches_within_float32_fft_error(fixture_dir):
-    folder = require_fixture(fixture_dir, FAMILY)
-    info, config, io = _fixture(folder)
-    rtol = info["tolerances"]["magnitude"]["rtol"]
-    for name in _waves_with(io, "_magnitude"):
-        ours, ref = magnitude_spectrogram(io[name], config), io[f"{name}_magnitude"]
-        assert ours.shape == ref.shape
-        # A float32 FFT errs by about eps * log2(n_fft) * ||frame|| in every bin, so bins far below the frame's
-        # energy carry a large *relative* error on both sides (upstream's own float32 output is 2e-3 off float64
-        # there). Bound: rtol on the bin plus that absolute term, doubled for two float32 runs, doubled again.
-        frames = pad_for_stft(io[name], config).unfold(-1, config.n_fft, config.hop_length)  # (B, T, n_fft)
-        fft_error = 4 * FLOAT32_EPS * math.log2(config.n_fft) * frames.norm(dim=-1)[:, None, :]  # (B, 1, T)
-        excess = (ours - ref).abs() - (rtol * ref.abs() + fft_error)
-        assert excess.max() <= 0, f"{name}: worst bin exceeds the bound by {excess.max():.3g}"
+def test_parity_touchtts_mel_stft_magnitude_matches_within_the_float32_fft_error(fixture_dir):
+    fixture, config, tolerances = _open(fixture_dir)
+    for name in _waves_with(fixture.io, "_magnitude"):
+        wave = fixture.io[name]
+        frames = pad_for_stft(wave, config).unfold(-1, config.n_fft, config.hop_length)  # (B, T, n_fft)
+        windowed = frames * torch.hann_window(config.win_length)
+        # Bins far below their frame's energy carry a large relative error on both sides (upstream's own float32
+        # output is 2e-3 off float64 there), hence the FFT bound, twice: ours and upstream's are both float32.
+        extra = 2 * fft_error(windowed, config.n_fft).expand(-1, config.n_fft // 2 + 1, -1)
+        magnitude = magnitude_spectrogram(wave, config)
+        assert_close(magnitude, fixture.io[f"{name}_magnitude"], tolerances["magnitude"], name, extra=extra)
 
 
 @pytest.mark.parametrize("fixture_dir", MEL_FIXTURES)
 def test_parity_touchtts_mel_log_mel_matches_upstream(fixture_dir):
-    folder = require_fixture(fixture_dir, FAMILY)
-    info, config, io = _fixture(folder)
-    atol = info["tolerances"]["mel"]["atol"]
-    for name in _waves_with(io, "_mel"):
-        mel, frames = mel_spectrogram(io[name], config=config)
-        ref = io[f"{name}_mel"]
-        assert mel.shape == ref.shape and frames.tolist() == [ref.shape[-1]] * ref.shape[0], name
-        torch.testing.assert_close(mel, ref, atol=atol, rtol=0, msg=name)
+    fixture, config, tolerances = _open(fixture_dir)
+    for name in _waves_with(fixture.io, "_mel"):
+        mel, frames = mel_spectrogram(fixture.io[name], config=config)
+        expected = fixture.io[f"{name}_mel"]
+        assert frames.tolist() == [expected.shape[-1]] * expected.shape[0], name
+        assert_close(mel, expected, tolerances["mel"], f"{name}_mel")
 
 
 @pytest.mark.parametrize("fixture_dir", MEL_FIXTURES)
 def test_parity_touchtts_mel_each_clip_alone_matches_its_row_of_the_batch(fixture_dir):
     """Upstream mels a whole batch at once; ours with lengths mels clip by clip: the rows must agree."""
-    folder = require_fixture(fixture_dir, FAMILY)
-    info, config, io = _fixture(folder)
-    atol = info["tolerances"]["mel"]["atol"]
-    for name in _waves_with(io, "_mel"):
-        waves = io[name]
+    fixture, config, tolerances = _open(fixture_dir)
+    for name in _waves_with(fixture.io, "_mel"):
+        waves = fixture.io[name]
         mel, _ = mel_spectrogram(waves, torch.full((waves.shape[0],), waves.shape[1]), config)
-        torch.testing.assert_close(mel, io[f"{name}_mel"], atol=atol, rtol=0, msg=name)
+        assert_close(mel, fixture.io[f"{name}_mel"], tolerances["mel"], f"{name}_mel clip by clip")
 
 
 @pytest.mark.parametrize("fixture_dir", MEL_FIXTURES)
-def test_parity_touchtts_mel_frame_count_rule_is_exact(fixture_dir):
-    folder = require_fixture(fixture_dir, FAMILY)
-    _, config, io = _fixture(folder)
-    assert torch.equal(num_frames(io["frames_rule_n"], config), io["frames_rule_frames"])
-    assert [num_frames(int(n), config) for n in io["frames_rule_n"]] == io["frames_rule_frames"].tolist()
-
-
-@pytest.mark.parametrize("fixture_dir", MEL_FIXTURES)
-def test_parity_touchtts_mel_generated_mel_length_rule_is_exact(fixture_dir):
-    folder = require_fixture(fixture_dir, FAMILY)
-    _, config, io = _fixture(folder)
-    assert torch.equal(generated_mel_frames(io["gen_mel_len_L"], config), io["gen_mel_len"])
-    assert [generated_mel_frames(int(n), config) for n in io["gen_mel_len_L"]] == io["gen_mel_len"].tolist()
-
-
-@pytest.mark.parametrize("fixture_dir", MEL_FIXTURES)
-def test_parity_touchtts_mel_prompt_token_count_rule_is_exact(fixture_dir):
-    folder = require_fixture(fixture_dir, FAMILY)
-    _, _, io = _fixture(folder)
-    assert torch.equal(prompt_token_count(io["num_audio_token_F"]), io["num_audio_token"])
-    assert [prompt_token_count(int(f)) for f in io["num_audio_token_F"]] == io["num_audio_token"].tolist()
+def test_parity_touchtts_mel_length_rules_are_exact(fixture_dir):
+    """Frames per clip, the flow's generated-mel length, the LM's prompt placeholders: tensors and Python ints."""
+    fixture, config, tolerances = _open(fixture_dir)
+    io, exact = fixture.io, tolerances["length_rules"]
+    rules = {
+        "frames_rule": ("frames_rule_n", "frames_rule_frames", lambda n: num_frames(n, config)),
+        "gen_mel_len": ("gen_mel_len_L", "gen_mel_len", lambda n: generated_mel_frames(n, config)),
+        "num_audio_token": ("num_audio_token_F", "num_audio_token", prompt_token_count),
+    }
+    for name, (inputs, outputs, rule) in rules.items():
+        assert_close(rule(io[inputs]), io[outputs], exact, name)
+        assert [rule(int(n)) for n in io[inputs]] == io[outputs].tolist(), f"{name} on Python ints"
 
 
 # ---- behaviour beyond the fixture ---------------------------------------------------------------
