@@ -247,6 +247,9 @@ class SegmentRule:
             raise InputError(f"segmentation needs 0 < min_seconds < max_seconds and gap, margin >= 0: {self}")
 
 
+DEFAULT_RULE = SegmentRule()
+
+
 def segment(regions: Sequence[tuple[int, int]], total: int, sample_rate: int, rule: SegmentRule) -> list:
     """Speech regions [start, end) -> candidate clips [start, end) in samples, in time order.
 
@@ -358,7 +361,7 @@ def run_pipeline(
     source: Path,
     out: Path,
     vad: str = "silero",
-    rule: SegmentRule = SegmentRule(),  # noqa: B008 - frozen dataclass, read only
+    rule: SegmentRule = DEFAULT_RULE,
     max_cer: float = 0.25,
     sample_rate: int = 22050,
     tokenizer: str | os.PathLike = TOKENIZER,
