@@ -192,6 +192,8 @@ def test_segmentation_never_lets_joined_clips_pass_the_maximum():
 def test_segment_rule_refuses_impossible_limits():
     with pytest.raises(InputError, match="min_seconds < max_seconds"):
         SegmentRule(min_seconds=5, max_seconds=2)
+    with pytest.raises(InputError, match="2 margin < max_seconds"):
+        SegmentRule(min_seconds=1, max_seconds=3, margin=1.5)
 
 
 def test_silero_vad_leaves_the_thread_count_as_it_was():

@@ -243,8 +243,14 @@ class SegmentRule:
     margin: float = 0.15  # context kept before and after the speech
 
     def __post_init__(self):
-        if not 0 < self.min_seconds < self.max_seconds or self.max_gap < 0 or self.margin < 0:
-            raise InputError(f"segmentation needs 0 < min_seconds < max_seconds and gap, margin >= 0: {self}")
+        if (
+            not 0 < self.min_seconds < self.max_seconds
+            or self.max_gap < 0
+            or not 0 <= 2 * self.margin < self.max_seconds
+        ):
+            raise InputError(
+                f"segmentation needs 0 < min_seconds < max_seconds, max_gap >= 0, 0 <= 2 margin < max_seconds: {self}"
+            )
 
 
 DEFAULT_RULE = SegmentRule()
