@@ -15,7 +15,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Debian packages some tests and tools use: chromium (browser test of the demo app).
+# Debian packages some tests and tools use: chromium (browser test of the demo app) and espeak-ng
+# (the TouchTTS data pipeline tests synthesise their speech with it).
 # Installed when missing and apt-get can run as root; otherwise the browser test says why it skips.
 system-deps:
 	@if ! command -v chromium >/dev/null 2>&1; then \
@@ -23,6 +24,12 @@ system-deps:
 	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "note: chromium not installed (apt-get install chromium); the browser test will skip"; fi; \
+	fi
+	@if ! command -v espeak-ng >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null; \
+	  else echo "note: espeak-ng not installed (apt-get install espeak-ng); the TouchTTS data tests need it"; fi; \
 	fi
 
 demo: $(STAMP)

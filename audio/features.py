@@ -47,14 +47,17 @@ def _slaney_mel_to_hz(mel: np.ndarray) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=8)
-def mel_filters(n_mels: int = 128, sample_rate: int = SAMPLE_RATE, n_fft: int = N_FFT) -> Tensor:
-    """(M, F) float32 triangular filters, area-normalised, Slaney scale from 0 Hz to Nyquist.
+def mel_filters(
+    n_mels: int = 128, sample_rate: int = SAMPLE_RATE, n_fft: int = N_FFT, fmin: float = 0.0, fmax: float | None = None
+) -> Tensor:
+    """(M, F) float32 triangular filters, area-normalised, Slaney scale from ``fmin`` to ``fmax`` (Nyquist if None).
 
-    Equals ``librosa.filters.mel(sr=16000, n_fft=400, n_mels=M)`` (and Whisper's mel_filters.npz)
-    to about 1e-8; computed in float64 and rounded once.
+    Equals ``librosa.filters.mel(sr, n_fft, n_mels, fmin, fmax)`` (and Whisper's mel_filters.npz for
+    16 kHz, n_fft 400) to about 1e-8; computed in float64 and rounded once.
     """
+    fmax = sample_rate / 2 if fmax is None else fmax
     fft_hz = np.linspace(0.0, sample_rate / 2, n_fft // 2 + 1)
-    edges_mel = np.linspace(_hz_to_slaney_mel(0.0), _hz_to_slaney_mel(sample_rate / 2), n_mels + 2)
+    edges_mel = np.linspace(_hz_to_slaney_mel(fmin), _hz_to_slaney_mel(fmax), n_mels + 2)
     edges_hz = _slaney_mel_to_hz(edges_mel)  # (M + 2,) left edge, centre, right edge of each triangle
     widths = np.diff(edges_hz)
     distance = edges_hz[:, None] - fft_hz[None, :]  # (M + 2, F)
