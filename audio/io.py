@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from audio.features import MIN_SAMPLES, SAMPLE_RATE
+from zoo.api import check_input_file
 from zoo.errors import CorruptFileError, InputError
 
 
@@ -42,9 +43,8 @@ def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> Tenso
     """Read an audio file -> (N,) float32 mono at ``sample_rate`` (channels averaged, resampled if needed)."""
     import soundfile as sf
 
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"audio file not found: {path}")
+    path = check_input_file(path, "audio file")
+    check_wav_complete(path)
     try:
         data, file_rate = sf.read(str(path), dtype="float32", always_2d=True)  # (N, C)
     except Exception as err:  # soundfile raises LibsndfileError / RuntimeError for unknown or broken files
@@ -54,6 +54,36 @@ def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> Tenso
     waveform = torch.from_numpy(np.ascontiguousarray(data.T)).mean(dim=0)  # (N,) down-mixed
     _check_finite(waveform, str(path))
     return resample(waveform, int(file_rate), sample_rate)
+
+
+def check_wav_complete(path: Path) -> None:
+    """Raise CorruptFileError if a RIFF/WAVE file is shorter than its ``data`` chunk header says (a truncated
+    download or copy): libsndfile reads such a file silently, giving only the part that is there. Other formats,
+    and streamed WAVs whose header leaves the size unset (0 or 0xFFFFFFFF), are left to soundfile."""
+    import struct
+
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return
+        size = path.stat().st_size
+        while True:
+            chunk = f.read(8)
+            if len(chunk) < 8:
+                return  # no data chunk: soundfile says so
+            name, length = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+            if name == b"data":
+                if length in (0, 0xFFFFFFFF):
+                    return
+                present = size - f.tell()
+                if present < length:
+                    raise CorruptFileError(
+                        str(path),
+                        f"truncated: its header declares {length} bytes of samples but only {present} are present "
+                        f"({100 * present / length:.0f}%)",
+                    )
+                return
+            f.seek(length + (length & 1), 1)  # chunks are word-aligned
 
 
 def _check_finite(waveform: Tensor, name: str) -> None:
@@ -102,7 +132,9 @@ def check_waveforms(waveforms: Tensor, lengths: Tensor | None, sample_rate: int 
 
 def _rate(clip: Tensor, sample_rate: int | None, name: str) -> Tensor:
     _check_finite(clip, name)
-    return resample(clip, sample_rate or SAMPLE_RATE)
+    if sample_rate is not None and (isinstance(sample_rate, bool) or not isinstance(sample_rate, int)):
+        raise InputError(f"sample_rate must be an int (Hz), got {sample_rate!r}")
+    return resample(clip, SAMPLE_RATE if sample_rate is None else sample_rate)  # 0 is refused there, not 16 kHz
 
 
 def _finish(clips: list[Tensor]) -> tuple[Tensor, Tensor]:

@@ -46,7 +46,7 @@ from em_volume.pretext import (
     reconstruction_loss,
     task_for_step,
 )
-from zoo.api import Tokens, ZooModel, check_float_tensor, inference
+from zoo.api import Tokens, ZooModel, check_float_tensor, check_input_file, inference
 from zoo.errors import ConfigError, CorruptFileError, InputError, NotSupportedError
 
 logger = logging.getLogger(__name__)
@@ -327,12 +327,11 @@ class TokenUnify(ZooModel):
         path = Path(path)
         if path.suffix.lower() != ".npz":
             return read_volume(path)
-        if not path.is_file():
-            raise InputError(f"volume file {path} does not exist")
+        path = check_input_file(path, "volume file")
         try:
             with np.load(path, allow_pickle=False) as data:
                 item = {name: data[name] for name in data.files}
-        except (OSError, ValueError) as err:
+        except (OSError, ValueError, EOFError) as err:
             raise CorruptFileError(str(path), f"not a readable .npz file ({err})") from err
         if "volume" not in item:
             raise InputError(f"{path}: an .npz volume needs a 'volume' array, found {sorted(item)}")
@@ -351,7 +350,8 @@ class TokenUnify(ZooModel):
         Accepts a numpy array or tensor (D, H, W), (B, D, H, W) or (B, 1, D, H, W), a path to .h5/.hdf5
         (dataset ``key``, or the only / first 3-D dataset), .tif/.tiff or .npy, or a list of those of one shape.
         Integer data is min-max
-        scaled over the whole volume (upstream's scaler); floats are taken as already in [0, 1].
+        scaled over the whole volume (upstream's scaler); floats must already lie in [0, 1] (others are an
+        InputError, never rescaled silently).
         """
         if isinstance(raw, dict):  # an .npz item from load_item
             raw = raw["volume"]
@@ -387,12 +387,15 @@ class TokenUnify(ZooModel):
             raw = ((v - lo) / (hi - lo + 1e-8)).float()
         if not torch.isfinite(raw).all():
             raise InputError("volume contains NaN or infinite values")
+        check_unit_range(raw)
         return raw.to(device=self.device, dtype=self.dtype)
 
     def _as_batch(self, x: Any) -> Tensor:
         if not isinstance(x, Tensor) or x.dim() != 5:
             x = self.preprocess(x)
-        return self.check_input(x.to(device=self.device, dtype=self.dtype))
+        x = self.check_input(x.to(device=self.device, dtype=self.dtype))
+        check_unit_range(x)
+        return x
 
     @inference
     def encode(self, x: Any, stage: int = 3) -> Tokens:
@@ -526,11 +529,22 @@ class TokenUnify(ZooModel):
 
 
 # ---- volume files ------------------------------------------------------------------------------------
+def check_unit_range(volume: Tensor) -> None:
+    """Raise InputError unless a float volume lies in [0, 1] (a 1e-3 margin for rounding). Floats outside are
+    not guessed at (0..255? 0..1000? z-scores?); integer volumes are min-max scaled by ``preprocess``."""
+    if not volume.is_floating_point() or volume.numel() == 0:
+        return
+    lo, hi = float(volume.min()), float(volume.max())
+    if lo < -1e-3 or hi > 1 + 1e-3:
+        raise InputError(
+            f"a float volume must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}]; pass integer data (uint8, "
+            "uint16: min-max scaled for you) or scale it first, e.g. (v - v.min()) / (v.max() - v.min())"
+        )
+
+
 def read_volume(path: str | os.PathLike, key: str | None = None) -> np.ndarray:
     """Read a 3-D volume from .h5/.hdf5/.hdf (dataset ``key``), .tif/.tiff or .npy."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"volume file {path} does not exist")
+    path = check_input_file(path, "volume file")
     suffix = path.suffix.lower()
     try:
         if suffix in (".h5", ".hdf5", ".hdf"):

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from video_pose.skeleton import H36M_PARENTS, flip_pose, sliding_windows
-from zoo.api import Tokens, ZooModel, check_float_tensor, inference
+from zoo.api import Tokens, ZooModel, check_float_tensor, check_input_file, inference
 from zoo.errors import InputError
 
 SAMPLE_FRAMES = 27  # frames of the bundled sample clips in video_pose/samples/
@@ -70,8 +70,11 @@ class PoseLifter(ZooModel):
         return self.kept_frames + 1 if self.kept_frames else 1
 
     def check_keypoints(self, kp2d: Any, name: str = "kp2d", check_frames: bool = True) -> Tensor:
-        """Raise InputError unless ``kp2d`` is a finite float (B, F, J, K) clip this model accepts."""
+        """Raise InputError unless ``kp2d`` is a finite float (B, F, J, K) clip this model accepts. A float
+        dtype other than the model's (float64 from numpy, say) is cast to the model's, as ``preprocess`` does."""
         x = check_float_tensor(kp2d, name, dims=4)
+        if x.dtype != self.dtype:
+            x = x.to(self.dtype)
         _, frames, joints, channels = x.shape
         if joints != self.config.num_joints:
             raise InputError(
@@ -145,15 +148,13 @@ class PoseLifter(ZooModel):
 
     def load_item(self, path) -> Any:
         """A clip file: ``.npy`` 2D keypoints (F, J, K), or ``.npz`` with ``kp2d`` and, for training, ``pose3d``."""
-        path = Path(path)
-        if not path.is_file():
-            raise InputError(f"{path}: no such file")
+        path = check_input_file(path, "pose clip")
         if path.suffix not in (".npy", ".npz"):
             raise InputError(f"{path}: pose clips are .npy (2D keypoints) or .npz (kp2d, pose3d) files")
         try:
             data = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as err:
-            raise InputError(f"{path}: not a readable numpy file ({err})") from err
+        except (OSError, ValueError, EOFError) as err:
+            raise InputError(f"{path}: not a readable numpy file ({err or type(err).__name__})") from err
         if path.suffix == ".npy":
             return data
         with data:
@@ -171,12 +172,22 @@ class PoseLifter(ZooModel):
     def preprocess(self, raw: Any) -> Tensor:
         """A numpy array or nested list (F, J, K) or (B, F, J, K), clip files (.npy/.npz) or clip dicts from
         ``load_item`` -> a float32 batch tensor."""
+        if raw is None or isinstance(raw, (bool, int, float, bytes)):
+            raise InputError(
+                "pose clips are (F, J, K) / (B, F, J, K) arrays or tensors, or .npy/.npz paths; "
+                f"got {type(raw).__name__}"
+            )
         if isinstance(raw, (str, os.PathLike, dict)):
             raw = [raw]
         if isinstance(raw, (list, tuple)) and raw and all(isinstance(i, (str, os.PathLike, dict)) for i in raw):
             items = [i if isinstance(i, dict) else self.load_item(i) for i in raw]
             raw = np.stack([i["kp2d"] if isinstance(i, dict) else i for i in items])
-        x = torch.as_tensor(np.asarray(raw)) if not isinstance(raw, Tensor) else raw
+        if not isinstance(raw, Tensor):
+            try:
+                raw = torch.as_tensor(np.asarray(raw))
+            except (ValueError, TypeError) as err:  # ragged nested lists, objects
+                raise InputError(f"pose clips must form one (B, F, J, K) array ({err})") from err
+        x = raw
         if x.dim() == 3:
             x = x.unsqueeze(0)
         if not x.is_floating_point():
@@ -188,11 +199,14 @@ class PoseLifter(ZooModel):
         self, kp2d: Tensor, noise: Tensor | None = None, generator: torch.Generator | None = None, index=None
     ) -> Tokens:
         """2D clip (B, F, J, K) -> pose tokens: embeddings (B, n, J*C), kept frame indices (B, n) in meta.
+        Raw clips (arrays, nested lists, .npy/.npz paths) go through ``preprocess`` first.
 
         ``noise`` (B, F) in [0, 1) replaces the tie-break draw of token pruning; ``generator`` draws it
         (B, F) at once from that generator, as upstream does from the global RNG. By default it is
         ``tie_break_noise``: the same for every clip and call (see the module docstring).
         """
+        if not isinstance(kp2d, Tensor):  # raw clips: arrays, nested lists, .npy/.npz paths
+            kp2d = self.preprocess(kp2d)
         x = self.check_keypoints(kp2d)
         noise = self._tie_break(x, noise, generator)
         tokens, kept = self.forward_features(x, noise=noise, generator=generator, index=index)

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from zoo.api import Tokens, ZooModel, check_float_tensor
+from zoo.api import Tokens, ZooModel, check_float_tensor, check_input_file
 from zoo.errors import InputError
 
 SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
@@ -48,9 +48,7 @@ def read_image(item: Any):
     from PIL import Image
 
     if isinstance(item, (str, os.PathLike)):
-        path = Path(item)
-        if not path.is_file():
-            raise InputError(f"image file not found: {path}")
+        path = check_input_file(item, "image file")
         try:
             with Image.open(path) as image:
                 return image.convert("RGB")

@@ -70,12 +70,20 @@ common to its modality (text reads UTF-8 files, images score PSNR), a family wha
                                         Tokens batches. Default: none.
 ``sample_inputs() -> list``             a few raw items (paths of bundled files are best: batch and
                                         fine-tuning need files). Default: none.
+``decodes_tokens_of`` (class attribute) archs besides its own whose tokens ``decode`` takes (TouchTTS:
+                                        S3Tokenizer ids). Default: none.
 ``codebook_size`` (property)            K for bits per token; None for continuous tokens. Default: the
                                         size of the model's one ``zoo.quant`` quantizer, else None.
 ``skeleton_parents`` (class attribute)  pose models: the parent joint of each joint (-1 at the root),
                                         for drawing bones. Default: None.
 ``lift`` / ``segment`` / ``synthesize`` the task verbs named in ``tasks``. Default: NotSupportedError.
 ======================================  ===========================================================
+
+Tokens record the model that made them: every family's ``encode`` is wrapped (``__init_subclass__``) so
+its Tokens get the batch-wide meta ``arch``, ``model`` (the name, when loaded by ``zoo.load``) and, for ids,
+``codebook_size`` (``ZooModel.stamp``). Every ``decode`` is wrapped to refuse Tokens of another arch (outside
+``decodes_tokens_of``), another model or another codebook size with a TokensMismatchError
+(``ZooModel.check_origin``), unless it is called with ``allow_other_model=True``.
 
 Provenance: ``zoo.load`` sets ``name`` (the registered name, or the source it was given),
 ``source`` (a folder or ``hf-hub:org/repo``) and ``revision`` (the resolved Hub commit sha; None
@@ -86,6 +94,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import functools
 import json
 import os
@@ -97,7 +106,15 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from zoo.errors import ConfigError, CorruptFileError, InputError, ModelFileNotFoundError, NotSupportedError
+from zoo.errors import (
+    ConfigError,
+    CorruptFileError,
+    InputError,
+    InputFileError,
+    ModelFileNotFoundError,
+    NotSupportedError,
+    TokensMismatchError,
+)
 from zoo.files import CONFIG_NAME, MODALITIES, WEIGHTS_NAME, atomic_write
 
 __all__ = [
@@ -105,10 +122,15 @@ __all__ = [
     "TASKS",
     "Tokens",
     "ZooModel",
+    "check_device",
     "check_float_tensor",
+    "check_input_file",
+    "check_output_dir",
+    "check_output_file",
     "config_from_dict",
     "config_to_dict",
     "inference",
+    "is_tokens_file",
 ]
 
 # The task verbs a family may declare in ``ZooModel.tasks`` beside encode/decode.
@@ -183,6 +205,28 @@ class Tokens:
 
     def __len__(self) -> int:
         return self.batch_size
+
+    def __repr__(self) -> str:
+        """Shapes, dtypes, lengths and meta keys, never whole tensors (as transformers' BatchEncoding)."""
+
+        def show(value: Any) -> str:
+            if isinstance(value, Tensor):
+                return f"{str(value.dtype).removeprefix('torch.')}{tuple(value.shape)}"
+            text = repr(value)
+            if len(text) <= 40:
+                return text
+            if isinstance(value, (list, tuple, dict, str)):
+                return f"{type(value).__name__}(len={len(value)})"
+            return text[:37] + "..."
+
+        lengths = self.lengths.tolist()
+        shown = ", ".join(map(str, lengths[:8])) + (f", ... ({len(lengths)} in all)" if len(lengths) > 8 else "")
+        meta = ", ".join(f"{k}: {show(v)}" for k, v in sorted(self.meta.items()))
+        return (
+            f"Tokens(batch_size={self.batch_size}, positions={self.num_positions}, "
+            f"ids={show(self.ids)}, embeddings={show(self.embeddings)}, mask={show(self.mask)}, "
+            f"lengths=[{shown}], device={self.device}, meta={{{meta}}})"
+        )
 
     # ---- moving and slicing ---------------------------------------------------------------------
     def _map(self, fn: Callable[[Tensor], Tensor], meta_fn: Callable[[Tensor], Tensor] | None = None) -> Tokens:
@@ -286,9 +330,7 @@ class Tokens:
     def load(cls, path: str | os.PathLike, device: torch.device | str = "cpu") -> Tokens:
         from safetensors import safe_open
 
-        path = Path(path)
-        if not path.is_file():
-            raise ModelFileNotFoundError(str(path.parent), path.name)
+        path = check_input_file(path, "tokens file")
         try:
             with safe_open(str(path), framework="pt", device=str(device)) as f:
                 header = f.metadata() or {}
@@ -306,6 +348,17 @@ class Tokens:
             return cls(ids=tensors.get("ids"), embeddings=tensors.get("embeddings"), mask=tensors["mask"], meta=meta)
         except InputError as err:
             raise CorruptFileError(str(path), f"its tensors do not form valid Tokens ({err})") from err
+
+
+def is_tokens_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a tokens file ``Tokens.save`` wrote (read from its header only)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return (f.metadata() or {}).get("format") == "tokenzoo.tokens"
+    except Exception:  # not safetensors at all
+        return False
 
 
 # ---- configs ------------------------------------------------------------------------------------
@@ -353,6 +406,112 @@ def inference(method: Callable) -> Callable:
     return wrapper
 
 
+def check_input_file(path: str | os.PathLike, what: str = "input") -> Path:
+    """``path`` as a Path if it is a readable file, else InputFileError saying which problem it has: it does
+    not exist, is a directory, is a dangling symlink or a symlink loop."""
+    path = Path(path)
+    try:
+        path.stat()
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise InputFileError(str(path), "is a symlink loop (it points, directly or not, at itself)", what) from err
+        if path.is_symlink():
+            problem = f"is a dangling symlink (its target {os.readlink(path)} does not exist)"
+            raise InputFileError(str(path), problem, what) from err
+        if isinstance(err, FileNotFoundError):
+            raise InputFileError(str(path), "not found (no such file)", what) from err
+        raise InputFileError(str(path), f"cannot be read ({err.strerror or err})", what) from err
+    if path.is_dir():
+        raise InputFileError(str(path), "is a directory, not a file (give the files inside it)", what)
+    if not path.is_file():
+        raise InputFileError(str(path), "is not a regular file", what)
+    if not os.access(path, os.R_OK):
+        raise InputFileError(str(path), "cannot be read (permission denied)", what)
+    return path
+
+
+def _nearest_existing(path: Path) -> Path:
+    path = Path(os.path.abspath(path))
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _check_creatable(path: Path, what: str) -> None:
+    """Raise InputError unless ``path`` can be created: its nearest existing ancestor is a writable folder."""
+    anchor = _nearest_existing(path.parent)
+    if not anchor.is_dir():
+        raise InputError(f"{what} {path} cannot be created: {anchor} is a file, not a folder")
+    _probe_writable(anchor, f"{what} {path} cannot be written")
+
+
+def _probe_writable(folder: Path, prefix: str) -> None:
+    """Create and remove a hidden file in ``folder`` (permission bits do not tell for root or read-only mounts)."""
+    import tempfile
+
+    try:
+        fd, name = tempfile.mkstemp(dir=folder, prefix=".tokenzoo-probe-")
+    except OSError as err:
+        raise InputError(f"{prefix}: cannot create files in {folder} ({err.strerror or err})") from err
+    os.close(fd)
+    os.unlink(name)
+
+
+def check_output_file(path: str | os.PathLike, what: str = "output file") -> Path:
+    """``path`` as a Path if a file can be written there (atomically, beside it), else InputError naming why:
+    it is a directory, something in the way is a file, or the folder is not writable."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{what} {path} is a directory; give the name of a file to write inside it")
+    if path.exists() and not path.is_file():
+        raise InputError(f"{what} {path} exists and is not a regular file")
+    _check_creatable(path, what)
+    return path
+
+
+def check_output_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
+    """``path`` as a Path if a folder can be written there, else InputError naming why (an existing file,
+    something in the way is a file, or no permission)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{what} {path} is an existing file; give a folder (new or empty) to write into")
+    if path.is_dir():
+        _probe_writable(path, f"{what} {path} cannot be written")
+    else:
+        _check_creatable(path, what)
+    return path
+
+
+# The batch-wide meta keys every encode records about the model that made the tokens (``ZooModel.stamp``).
+PROVENANCE_KEYS = ("model", "arch", "codebook_size")
+
+
+def _stamping(encode: Callable) -> Callable:
+    """Wrap a family's ``encode`` so the Tokens it returns record the model that made them."""
+
+    @functools.wraps(encode)
+    def wrapper(self, *args, **kwargs):
+        tokens = encode(self, *args, **kwargs)
+        return self.stamp(tokens) if isinstance(tokens, Tokens) else tokens
+
+    wrapper._zoo_provenance = True
+    return wrapper
+
+
+def _checking(decode: Callable) -> Callable:
+    """Wrap a family's ``decode``: Tokens made by another model are refused unless ``allow_other_model=True``."""
+
+    @functools.wraps(decode)
+    def wrapper(self, *args, allow_other_model: bool = False, **kwargs):
+        tokens = args[0] if args else kwargs.get("tokens")
+        if not allow_other_model and isinstance(tokens, Tokens):
+            self.check_origin(tokens)
+        return decode(self, *args, **kwargs)
+
+    wrapper._zoo_provenance = True
+    return wrapper
+
+
 def _not_supported(model: ZooModel, what: str) -> NotSupportedError:
     return NotSupportedError(f"{model.arch} ({type(model).__name__}) does not support {what}")
 
@@ -372,10 +531,21 @@ class ZooModel(nn.Module):
     skeleton_parents: ClassVar[tuple[int, ...] | None] = None
     # The license of weights this class makes when no card says otherwise (cards of saved models use it).
     license: ClassVar[str | None] = None
+    # The archs, besides its own, whose tokens this model's decode takes (TouchTTS decodes S3Tokenizer ids).
+    decodes_tokens_of: ClassVar[frozenset[str]] = frozenset()
     # Provenance, set by zoo.load on the instance.
     name: str | None = None
     source: str | None = None
     revision: str | None = None
+
+    def __init_subclass__(cls, **kwargs):
+        """Every family's ``encode`` stamps its Tokens with ``stamp`` and its ``decode`` checks them with
+        ``check_origin``, so no family has to remember to (and ``allow_other_model=True`` is accepted by all)."""
+        super().__init_subclass__(**kwargs)
+        for name, wrap in (("encode", _stamping), ("decode", _checking)):
+            method = cls.__dict__.get(name)
+            if method is not None and not getattr(method, "_zoo_provenance", False):
+                setattr(cls, name, wrap(method))
 
     def __init__(self, config: Any, *, device: torch.device | str | None = None, dtype: torch.dtype | None = None):
         """Subclasses take the same arguments and build their modules ``with self.building(device, dtype):``."""
@@ -415,6 +585,36 @@ class ZooModel(nn.Module):
         """``decode``'s output -> raw outputs (PIL images, waveforms, ...)."""
         return output
 
+    # ---- provenance of tokens ---------------------------------------------------------------------
+    def stamp(self, tokens: Tokens) -> Tokens:
+        """Record in ``tokens.meta`` (batch-wide, kept where already set) the model that made them: its
+        ``model`` name (when loaded by ``zoo.load``), ``arch`` and ``codebook_size`` (discrete ids)."""
+        if self.name:
+            tokens.meta.setdefault("model", self.name)
+        tokens.meta.setdefault("arch", self.arch)
+        if tokens.ids is not None and self.codebook_size is not None:
+            tokens.meta.setdefault("codebook_size", int(self.codebook_size))
+        return tokens
+
+    def check_origin(self, tokens: Tokens) -> None:
+        """Raise TokensMismatchError if ``tokens`` record another arch (not in ``decodes_tokens_of``), another
+        model name (both known), or another codebook size. Tokens that record nothing pass."""
+        meta = tokens.meta
+        differences = []
+        arch = meta.get("arch")
+        if arch is not None and arch != self.arch and arch not in self.decodes_tokens_of:
+            differences.append(f"arch {arch} vs {self.arch}")
+        made_by = meta.get("model")
+        if arch in (None, self.arch) and made_by is not None and self.name and made_by != self.name:
+            differences.append(f"model {made_by} vs {self.name}")
+        size = meta.get("codebook_size")
+        if tokens.ids is not None and size is not None and self.codebook_size is not None:
+            if int(size) != int(self.codebook_size):
+                differences.append(f"codebook size {int(size)} vs {int(self.codebook_size)}")
+        if differences:
+            who = f"{made_by or 'a model'} (arch {arch})" if arch else str(made_by)
+            raise TokensMismatchError(who, f"{self.name or self.arch} (arch {self.arch})", differences)
+
     # ---- task verbs (declare the ones implemented in ``tasks``) ---------------------------------
     def lift(self, keypoints: Any, **kwargs) -> Tensor:
         """2D keypoint clips -> 3D poses (pose lifters)."""
@@ -434,13 +634,11 @@ class ZooModel(nn.Module):
         any other file is handed on as its path for ``preprocess`` to read."""
         import numpy as np
 
-        path = Path(path)
-        if not path.is_file():
-            raise InputError(f"{path}: no such file")
+        path = check_input_file(path)
         if path.suffix == ".npy":
             try:
                 return np.load(path, allow_pickle=False)
-            except ValueError as err:
+            except (ValueError, EOFError) as err:
                 raise InputError(f"{path}: not a plain numpy array file ({err})") from err
         return path
 
@@ -594,6 +792,28 @@ def accelerator_autocast(device: torch.device, name: str):
         raise InputError(f"autocast_dtype={name!r} must be one of {', '.join(AUTOCAST_DTYPES)}")
     enabled = name != "float32" and device.type != "cpu"
     return torch.autocast(device_type=device.type, dtype=getattr(torch, name), enabled=enabled)
+
+
+def check_device(device: torch.device | str | None) -> torch.device | None:
+    """``device`` as a torch.device (None stays None), or ConfigError if torch does not know the name or the
+    machine does not have it (``cuda`` without a CUDA GPU, ``cuda:3`` on a two-GPU machine)."""
+    if device is None:
+        return None
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ConfigError(f"unknown device {device!r}: use cpu, cuda, cuda:N or mps (torch says: {err})") from err
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"device {device!r} asked for, but CUDA is not available here (no visible GPU, or torch "
+                f"{torch.__version__} built without CUDA); use --device cpu"
+            )
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise ConfigError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {device!r} asked for, but MPS is not available here; use --device cpu")
+    return parsed
 
 
 def check_float_tensor(x: Any, name: str, dims: tuple[int, ...] | int | None = None) -> Tensor:

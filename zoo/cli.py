@@ -57,57 +57,98 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
-    from zoo.errors import ModelFileNotFoundError
+    from zoo.api import check_input_file, check_output_file, is_tokens_file
 
-    paths = [Path(p) for p in args.inputs]
-    for path in paths:
-        if not path.is_file():
-            raise ModelFileNotFoundError(str(path.resolve().parent), path.name, hint="No such input file.")
+    paths = [check_input_file(p, "input file") for p in args.inputs]
+    out = check_output_file(args.out, "--out")
+    if out.is_file() and not is_tokens_file(out):
+        from zoo.errors import InputError
+
+        raise InputError(f"--out {out} exists and is not a tokens file; not overwriting it (choose another name)")
     model = load_model(args)
     tokens = model.encode(model.preprocess(paths))
     tokens.meta.setdefault("model", args.model)
-    tokens.save(args.out)
-    print(f"{args.out}: {tokens.batch_size} items, {tokens.num_positions} positions, lengths {tokens.lengths.tolist()}")
+    tokens.meta["sources"] = [p.name for p in paths]  # decode names its files after these
+    tokens.save(out)
+    print(f"{out}: {tokens.batch_size} items, {tokens.num_positions} positions, lengths {tokens.lengths.tolist()}")
     return 0
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
-    from zoo.api import Tokens
+    from zoo.api import Tokens, check_input_file, check_output_dir
 
+    tokens_path = check_input_file(args.tokens, "tokens file")
+    out = check_output_dir(args.out, "--out")
+    _check_replaceable(out)
     model = load_model(args)
-    tokens = Tokens.load(args.tokens).to(model.device)
-    outputs = model.postprocess(model.decode(tokens))
-    written = write_outputs(outputs, Path(args.out))
+    tokens = Tokens.load(tokens_path).to(model.device)
+    outputs = model.postprocess(model.decode(tokens, allow_other_model=args.force))
+    written = write_outputs(outputs, out, names=tokens.meta.get("sources"))
     print("\n".join(str(p) for p in written))
     return 0
 
 
-def write_outputs(outputs, out_dir: Path) -> list[Path]:
-    """Write decoded items as files: text -> .txt, PIL images -> .png, arrays/tensors -> .npy,
-    (waveform, sample_rate) pairs -> .wav."""
+DECODED_MARKER = ".tokenzoo-decoded"  # in a folder `tokenzoo decode` wrote; a new decode there replaces it
+
+
+def _check_replaceable(out: Path) -> None:
+    """A decode writes a new folder, or replaces an empty one or one an earlier decode wrote (so no old
+    items stay beside the new); any other folder is refused, never emptied."""
+    from zoo.errors import InputError
+
+    if out.is_dir() and any(out.iterdir()) and not (out / DECODED_MARKER).is_file():
+        raise InputError(
+            f"--out {out} holds files tokenzoo decode did not write; choose a new or empty folder "
+            "(a folder an earlier decode wrote is replaced)"
+        )
+
+
+def write_outputs(outputs, out_dir: Path, names: list[str] | None = None) -> list[Path]:
+    """Write decoded items as files into ``out_dir``, replacing what an earlier decode wrote there: text ->
+    .txt, PIL images -> .png, (waveform, sample_rate) pairs -> .wav, arrays/tensors -> .npy. Files are
+    named after ``names`` (the input files' names, stem kept) when there is one per item, else item0000...
+    All files are written into a hidden folder first and moved into place together."""
+    import shutil
+    import tempfile
+
     import numpy as np
     import torch
     from PIL import Image
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for i, item in enumerate(outputs):
-        path = out_dir / f"item{i:04d}"
-        if isinstance(item, str):
-            path = path.with_suffix(".txt")
-            path.write_text(item, encoding="utf-8")
-        elif isinstance(item, Image.Image):
-            path = path.with_suffix(".png")
-            item.save(path)
-        elif isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], int):
-            import soundfile
+    outputs = list(outputs)
+    stems = [f"item{i:04d}" for i in range(len(outputs))]
+    if isinstance(names, list) and len(names) == len(outputs):
+        stems = [Path(str(n)).stem or stems[i] for i, n in enumerate(names)]
+        if len(set(stems)) < len(stems):  # two inputs of one name in different folders
+            stems = [f"{stem}-{i}" for i, stem in enumerate(stems)]
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.partial-"))
+    try:
+        written = []
+        for stem, item in zip(stems, outputs):
+            path = staging / stem
+            if isinstance(item, str):
+                path = path.with_suffix(".txt")
+                path.write_text(item, encoding="utf-8")
+            elif isinstance(item, Image.Image):
+                path = path.with_suffix(".png")
+                item.save(path)
+            elif isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], int):
+                import soundfile
 
-            path = path.with_suffix(".wav")
-            soundfile.write(path, np.asarray(item[0]), item[1])
-        else:
-            path = path.with_suffix(".npy")
-            np.save(path, item.detach().cpu().numpy() if isinstance(item, torch.Tensor) else np.asarray(item))
-        written.append(path)
+                path = path.with_suffix(".wav")
+                soundfile.write(path, np.asarray(item[0]), item[1])
+            else:
+                path = path.with_suffix(".npy")
+                np.save(path, item.detach().cpu().numpy() if isinstance(item, torch.Tensor) else np.asarray(item))
+            written.append(out_dir / path.name)
+        (staging / DECODED_MARKER).write_text("".join(p.name + "\n" for p in written), encoding="utf-8")
+        _check_replaceable(out_dir)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        staging.rename(out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return written
 
 
@@ -160,6 +201,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
     for path in files.values():
         if not path.exists():
             raise ModelFileNotFoundError(str(path.resolve().parent), path.name, hint="No such checkpoint.")
+        if path.is_file():
+            check_checkpoint_file(path)
     if by_name:
         from zoo.official import convert_local_files
 
@@ -174,6 +217,32 @@ def cmd_convert(args: argparse.Namespace) -> int:
     out = convert(args.arch, source, Path(args.out), **options, **files)
     print(f"wrote {out}; load it with zoo.load({str(out)!r})")
     return 0
+
+
+def check_checkpoint_file(path: Path) -> None:
+    """An upstream checkpoint given to convert must be what its bytes say: a safetensors file (named so or not)
+    or a torch pickle (.pt/.pth/.bin/.ckpt, opened weights-only by the converter). Anything else, or a pickle
+    named .safetensors, is an InputError naming the file and what it is."""
+    from zoo.errors import CorruptFileError, InputError
+    from zoo.files import PICKLE_MAGICS
+    from zoo.hub import read_safetensors_header
+
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head.startswith(PICKLE_MAGICS):
+        if path.suffix == ".safetensors":
+            raise InputError(
+                f"checkpoint {path} is named .safetensors but holds a torch pickle (torch.save); rename it to "
+                "what it is (.pt or .pth) and convert that, which opens it weights-only"
+            )
+        return
+    try:
+        read_safetensors_header(path)
+    except CorruptFileError as err:
+        raise InputError(
+            f"checkpoint {path} is neither a safetensors file nor a torch checkpoint ({err.reason}); "
+            "give the upstream weights file"
+        ) from err
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
@@ -218,7 +287,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("decode", help="decode a tokens file into output files")
     p.add_argument("model")
     p.add_argument("tokens", help="tokens file written by `tokenzoo encode`")
-    p.add_argument("--out", required=True, help="folder for the decoded items")
+    p.add_argument("--out", required=True, help="folder for the decoded items (replaced if a decode wrote it)")
+    p.add_argument(
+        "--force", action="store_true", help="decode tokens another model made (refused by default: wrong results)"
+    )
     add_model_options(p)
     p.set_defaults(func=cmd_decode)
 
@@ -279,6 +351,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except (ZooError, FileNotFoundError, argparse.ArgumentTypeError) as err:
         print(f"tokenzoo {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except (PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError) as err:
+        # a path the checks above could not foresee (a read-only mount, a race): named, not a traceback
+        print(f"tokenzoo {args.command}: error: cannot use {err.filename or 'a path'}: {err.strerror}", file=sys.stderr)
         return 2
 
 

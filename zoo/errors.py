@@ -22,6 +22,38 @@ class InputError(ZooError, ValueError):
     """An input has the wrong shape, dtype, range or content (NaN, empty, wrong sample rate...)."""
 
 
+class InputFileError(InputError, FileNotFoundError):
+    """An input path cannot be read as a file: it does not exist, is a directory, is a dangling symlink or a
+    symlink loop, or cannot be opened. The message names the path and which of these it is.
+
+    ``input /data/clips is a directory, not a file (give the files inside it)``
+    """
+
+    def __init__(self, path: str, problem: str, what: str = "input"):
+        self.path, self.problem, self.what = path, problem, what
+        super().__init__(f"{what} {path} {problem}")
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+class TokensMismatchError(InputError):
+    """Tokens are decoded by a model other than the one that made them (another model, architecture, or
+    vocabulary/codebook size): the ids would mean something else. ``allow_other_model=True`` (``--force``) decodes
+    them anyway.
+
+    ``these tokens were made by byte-utf8 (arch byte-tokenizer), not bpe-tiny (arch hf-tokenizer): ...``
+    """
+
+    def __init__(self, made_by: str, decoder: str, differences: Iterable[str]):
+        self.made_by, self.decoder, self.differences = made_by, decoder, list(differences)
+        super().__init__(
+            f"these tokens were made by {made_by}, not {decoder} ({'; '.join(self.differences)}); decoding them "
+            "with another model gives a wrong result. Decode with the model that encoded them, or pass "
+            "allow_other_model=True (--force at the CLI) if you know they fit."
+        )
+
+
 class UnknownModelError(ZooError, KeyError):
     """A model or architecture name is not in the registry.
 

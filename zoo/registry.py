@@ -105,6 +105,19 @@ def bundled_models(modality: str | None = None) -> list[str]:
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
+def repo_id_problem(repo: str) -> str | None:
+    """What is wrong with a Hub repo id (the Hub's own rules, as huggingface_hub checks them), or None."""
+    if not _REPO_ID.fullmatch(repo):
+        return "it must look like 'org/name' (letters, digits, '-', '_', '.')"
+    if ".." in repo or "--" in repo:
+        return "it may not contain '..' or '--'"
+    if any(part.startswith(("-", ".")) or part.endswith(("-", ".")) for part in repo.split("/")):
+        return "a part may not start or end with '-' or '.'"
+    if len(repo.split("/")[1]) > 96:
+        return "the name is longer than 96 characters"
+    return None
+
+
 def parse_source(name_or_path: str | os.PathLike, revision: str | None = None) -> tuple[str, str, str | None]:
     """Classify a load argument as ("folder", path, None), ("hub", repo_id, revision) or ("name", name, rev).
 
@@ -127,8 +140,9 @@ def parse_source(name_or_path: str | os.PathLike, revision: str | None = None) -
             if revision is not None and revision != pinned:
                 raise ConfigError(f"{text!r} pins revision {pinned!r} but revision={revision!r} was also given")
             revision = pinned
-        if not _REPO_ID.fullmatch(repo):
-            raise ConfigError(f"{text!r}: a Hub repo id looks like 'org/name'")
+        problem = repo_id_problem(repo)
+        if problem:
+            raise ConfigError(f"{text!r} is not a valid Hub repo id: {problem}; write 'hf-hub:org/name[@revision]'")
         return "hub", repo, revision
     if text.startswith(LOCAL_PREFIX):
         return "folder", text[len(LOCAL_PREFIX) :], None
@@ -207,7 +221,9 @@ def load(
     are :mod:`zoo.errors` types naming the repo, revision and file.
     """
     from zoo import hub
+    from zoo.api import check_device
 
+    device = check_device(device)
     kind, where, revision = parse_source(name_or_path, revision)
     name = Path(where).resolve().name if kind == "folder" else os.fspath(name_or_path)
     source, commit = where, None
@@ -215,6 +231,11 @@ def load(
         data = card_data(where)
         arch = arch or data.get("arch")
         folder = _card_folders()[where]
+        if revision is not None and (folder / WEIGHTS_NAME).is_file():
+            raise ConfigError(
+                f"{where} is bundled with tokenzoo (its weights are in {folder}), so it has no revisions; "
+                f"drop revision={revision!r} (--revision), or load a Hub repo with 'hf-hub:org/repo@{revision}'"
+            )
         if data.get("upstream_files") and not (folder / WEIGHTS_NAME).is_file():
             # An official checkpoint in upstream's layout: fetched, verified and converted once (zoo.official).
             from zoo.official import converted_folder

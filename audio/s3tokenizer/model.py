@@ -446,6 +446,8 @@ class S3Tokenizer(SpeechTokenizer):
                 upstream's windowing exactly, including its loss of up to 2 s at the end (upstream issue #53).
             window_batch: 30 s windows per encoder pass for long clips (memory is bounded by this).
         """
+        if sliding_window not in SLIDING_WINDOW_MODES:  # checked up front: short clips never reach the windows
+            raise InputError(f"sliding_window={sliding_window!r} must be one of {', '.join(SLIDING_WINDOW_MODES)}")
         if isinstance(x, tuple) and len(x) == 2 and all(isinstance(t, Tensor) for t in x) and lengths is None:
             x, lengths = x  # what preprocess returns: (waveforms (B, N), lengths (B,))
         if isinstance(x, Tensor) and lengths is not None:

@@ -108,6 +108,7 @@ class TouchTTS(ZooModel):
     supports_decode: ClassVar[bool] = True
     supports_training: ClassVar[bool] = True
     tasks: ClassVar[tuple[str, ...]] = ("synthesize",)
+    decodes_tokens_of: ClassVar[frozenset[str]] = frozenset({"s3tokenizer"})  # it speaks S3Tokenizer ids
 
     def __init__(
         self,

@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from zoo.api import Tokens, ZooModel, inference
-from zoo.errors import InputError, ModelFileNotFoundError
+from zoo.api import Tokens, ZooModel, check_input_file, inference
+from zoo.errors import InputError
 
 SAMPLE_SENTENCES = (
     "The quick brown fox jumps over the lazy dog.",
@@ -103,8 +103,8 @@ class TextTokenizer(ZooModel):
         """Strings pass through; paths are read as UTF-8 text files (invalid UTF-8 is an error)."""
         items = [raw] if isinstance(raw, (str, bytes, Path)) else list(raw)
         for item in items:
-            if isinstance(item, Path) and not item.is_file():
-                raise ModelFileNotFoundError(str(item.parent), item.name, hint="The text file does not exist.")
+            if isinstance(item, Path):
+                check_input_file(item, "text file")
         return as_text_batch([item.read_bytes() if isinstance(item, Path) else item for item in items])
 
     @inference
@@ -121,9 +121,7 @@ class TextTokenizer(ZooModel):
     # ---- the tools' hooks, text defaults ----------------------------------------------------------
     def load_item(self, path: str | os.PathLike) -> str:
         """A text file, read as UTF-8 (anything else is an InputError naming the byte)."""
-        path = Path(path)
-        if not path.is_file():
-            raise InputError(f"{path}: no such file")
+        path = check_input_file(path, "text file")
         try:
             return path.read_bytes().decode("utf-8")
         except UnicodeDecodeError as err:

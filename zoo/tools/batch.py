@@ -40,7 +40,7 @@ from typing import Any
 
 import torch
 
-from zoo.api import Tokens, ZooModel
+from zoo.api import Tokens, ZooModel, check_device, check_output_dir
 from zoo.errors import ConfigError, InputError
 from zoo.files import WEIGHTS_NAME, atomic_write, sha256_file
 from zoo.tools.inputs import resolve_inputs
@@ -238,6 +238,8 @@ def run(
 
     if batch_size < 1 or shard_size < 1:
         raise ConfigError(f"batch_size and shard_size must be >= 1, got {batch_size} and {shard_size}")
+    device = check_device(device)  # before accelerate sees it: "gpu0" or cuda without CUDA is named, not a crash
+    check_output_dir(out_dir, "batch output folder")
     state = process_state(cpu=device is not None and torch.device(device).type == "cpu")
     if not isinstance(model, ZooModel):
         model = zoo.load(

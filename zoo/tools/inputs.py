@@ -35,7 +35,9 @@ def resolve_inputs(inputs: Sequence[str | os.PathLike] | str | os.PathLike) -> l
             found.extend(
                 os.fspath(p)
                 for p in sorted(Path(text).rglob("*"))
-                if p.is_file() and not any(part.startswith(".") for part in p.relative_to(text).parts)
+                # a dangling symlink or a symlink loop is kept: it becomes an error row, not a silent gap
+                if (p.is_file() or (p.is_symlink() and not p.exists()))
+                and not any(part.startswith(".") for part in p.relative_to(text).parts)
             )
         elif not Path(text).exists() and glob.has_magic(text):
             matches = sorted(p for p in glob.glob(text, recursive=True) if Path(p).is_file())
