@@ -354,6 +354,8 @@ class TokenUnify(ZooModel):
         InputError, never rescaled silently).
         """
         if isinstance(raw, dict):  # an .npz item from load_item
+            if "volume" not in raw:
+                raise InputError(f"a volume dict needs a 'volume' array, found keys {sorted(raw)}")
             raw = raw["volume"]
         if isinstance(raw, (str, os.PathLike)) and Path(raw).suffix.lower() == ".npz":
             raw = self.load_item(raw)["volume"]

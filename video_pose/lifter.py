@@ -181,6 +181,8 @@ class PoseLifter(ZooModel):
             raw = [raw]
         if isinstance(raw, (list, tuple)) and raw and all(isinstance(i, (str, os.PathLike, dict)) for i in raw):
             items = [i if isinstance(i, dict) else self.load_item(i) for i in raw]
+            if any(isinstance(i, dict) and "kp2d" not in i for i in items):
+                raise InputError("a pose clip dict needs a 'kp2d' array (B, F, J, K) or (F, J, K)")
             raw = np.stack([i["kp2d"] if isinstance(i, dict) else i for i in items])
         if not isinstance(raw, Tensor):
             try:

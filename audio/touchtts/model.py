@@ -21,6 +21,7 @@ import dataclasses
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -29,7 +30,7 @@ from torch import Tensor, nn
 from audio.touchtts.flow import FlowConfig, TouchFlow
 from audio.touchtts.lm import IGNORE_INDEX, LMConfig, SpeechLM
 from audio.touchtts.trunk import QwenShape
-from zoo.api import Tokens, ZooModel, inference
+from zoo.api import Tokens, ZooModel, check_input_file, inference
 from zoo.errors import ConfigError, InputError, NotSupportedError
 
 logger = logging.getLogger(__name__)
@@ -98,6 +99,15 @@ def tiny_config(num_speech_tokens: int = 6561, **overrides) -> TouchTTSConfig:
     )
 
 
+def read_text_file(path: Path) -> str:
+    """A UTF-8 text file's content (a missing file or other bytes is an InputError naming it)."""
+    path = check_input_file(path, "text file")
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise InputError(f"text file {path} is not UTF-8 ({err.reason} at byte {err.start})") from err
+
+
 class TouchTTS(ZooModel):
     """Text -> speech tokens -> mel -> waveform (arXiv 2412.08237; wenet-e2e/west ``touch_tts`` + ``touch_flow``)."""
 
@@ -149,10 +159,12 @@ class TouchTTS(ZooModel):
 
     # ---- inputs -------------------------------------------------------------------------------------
     def texts(self, text: str | list[str] | tuple[str, ...]) -> list[str]:
-        """A string or a non-empty list of strings, each with something the vocabulary can read."""
-        items = [text] if isinstance(text, str) else text
+        """A string or a non-empty list of strings, each with something the vocabulary can read. A
+        ``pathlib.Path`` is a UTF-8 text file and is read (a str is always the text itself)."""
+        items = [text] if isinstance(text, str | Path) else text
         if not isinstance(items, list | tuple) or not items:
             raise InputError(f"text must be a string or a non-empty list of strings, got {text!r}")
+        items = [read_text_file(t) if isinstance(t, Path) else t for t in items]
         return [
             self.lm.tokenizer.check_text(t, f"text[{i}]" if len(items) > 1 else "text") for i, t in enumerate(items)
         ]

@@ -28,6 +28,8 @@ SAMPLE_SENTENCES = (
 
 def as_text_batch(text: str | Sequence[str]) -> list[str]:
     """A string or a sequence of strings -> a non-empty list of str; bytes are decoded as UTF-8 or refused."""
+    if not isinstance(text, (str, bytes, list, tuple)):
+        raise InputError(f"text must be a str, UTF-8 bytes, or a list of them, got {type(text).__name__}")
     items = [text] if isinstance(text, (str, bytes)) else list(text)
     if not items:
         raise InputError("empty batch: encode needs at least one string")
@@ -94,18 +96,21 @@ class TextTokenizer(ZooModel):
         return [self.encode_one(t) for t in texts]
 
     @inference
-    def encode(self, text: str | Sequence[str]) -> Tokens:
-        """A string or list of B strings -> Tokens: ids (B, N) int64 padded with ``pad_id``, mask (B, N)."""
-        ids, mask = pad_sequences(self.encode_many(as_text_batch(text)), self.pad_id)
+    def encode(self, text: str | Sequence[str] | Path) -> Tokens:
+        """A string or list of B strings -> Tokens: ids (B, N) int64 padded with ``pad_id``, mask (B, N).
+        ``pathlib.Path`` items are text files, read as UTF-8 (``preprocess``); a str is always the text itself."""
+        ids, mask = pad_sequences(self.encode_many(self.preprocess(text)), self.pad_id)
         return Tokens(ids=ids, mask=mask, meta={"vocab_size": self.vocab_size})
 
     def preprocess(self, raw: Any) -> list[str]:
         """Strings pass through; paths are read as UTF-8 text files (invalid UTF-8 is an error)."""
+        if not isinstance(raw, (str, bytes, Path, list, tuple)):
+            raise InputError(f"text must be a str, UTF-8 bytes, a Path or a list of them, got {type(raw).__name__}")
         items = [raw] if isinstance(raw, (str, bytes, Path)) else list(raw)
         for item in items:
             if isinstance(item, Path):
                 check_input_file(item, "text file")
-        return as_text_batch([item.read_bytes() if isinstance(item, Path) else item for item in items])
+        return as_text_batch([self.load_item(item) if isinstance(item, Path) else item for item in items])
 
     @inference
     def decode(self, tokens: Tokens) -> list[str]:
