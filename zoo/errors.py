@@ -135,12 +135,12 @@ class OfflineError(ZooError, FileNotFoundError):
     downloading it. Download it once while online, or load a local folder.``
     """
 
-    def __init__(self, repo_id: str, revision: str | None, file: str, reason: str = ""):
+    def __init__(self, repo_id: str, revision: str | None, file: str, reason: str = "", hint: str = ""):
         self.repo_id, self.revision, self.file = repo_id, revision, file
         self.reason = reason or "the Hub cannot be reached"
+        self.hint = hint or "Download it once while online, or load a local folder."
         super().__init__(
-            f"{file} of hf-hub:{repo_id}@{revision or 'main'} is not in the local cache, and {self.reason}. "
-            "Download it once while online, or load a local folder."
+            f"{file} of hf-hub:{repo_id}@{revision or 'main'} is not in the local cache, and {self.reason}. {self.hint}"
         )
 
     def __str__(self) -> str:

@@ -216,6 +216,35 @@ def _endpoint() -> str:
     return constants.ENDPOINT
 
 
+def unreachable_reason(endpoint: str | None = None) -> str | None:
+    """Why the Hub endpoint cannot be reached now (DNS fails, connection refused, 3 s timeout), or None.
+
+    One TCP connect, so that an offline machine fails at once instead of through huggingface_hub's five
+    backed-off retries (~25 s) of every request; the answer is kept for 60 s per endpoint.
+    """
+    import socket
+    import time
+    from urllib.parse import urlsplit
+
+    endpoint = endpoint or _endpoint()
+    now = time.monotonic()
+    known = _REACHABILITY.get(endpoint)
+    if known is not None and now - known[0] < 60:
+        return known[1]
+    url = urlsplit(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    reason = None
+    try:
+        socket.create_connection((url.hostname or "", port), timeout=3).close()
+    except OSError as err:
+        reason = f"the Hub at {endpoint} cannot be reached ({err.strerror or type(err).__name__})"
+    _REACHABILITY[endpoint] = (now, reason)
+    return reason
+
+
+_REACHABILITY: dict[str, tuple[float, str | None]] = {}
+
+
 def _translate(err: Exception, repo_id: str, revision: str | None, filename: str, offline: bool) -> Exception:
     """Map huggingface_hub's (and its HTTP layer's) exceptions onto ours; the nesting is most specific first."""
     import httpx2
@@ -237,6 +266,8 @@ def _translate(err: Exception, repo_id: str, revision: str | None, filename: str
         return CorruptFileError(filename, f"the download was cut short ({err})", source=f"hf-hub:{repo_id}@{revision}")
     if isinstance(err, httpx2.RemoteProtocolError):  # the connection closed mid-file, and resuming failed too
         return CorruptFileError(filename, f"the download was cut short ({err})", source=f"hf-hub:{repo_id}@{revision}")
+    if isinstance(err, (httpx2.NetworkError, httpx2.TimeoutException)):  # refused, DNS, timeouts
+        return OfflineError(repo_id, revision, filename, f"the Hub at {_endpoint()} could not be used ({err})")
     return err
 
 
@@ -303,12 +334,17 @@ def download_file(
     if Path(filename).suffix in PICKLE_SUFFIXES and not allow_pickle:
         raise UnsafeFormatError(filename, f"hf-hub:{repo_id}@{shown or 'main'}")
     offline = local_files_only or offline_mode()
+    unreachable = None if offline else unreachable_reason()  # then use the cache alone, without retries
     cached = try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir, revision=revision)
     try:
         path = Path(
-            hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir, local_files_only=offline)
+            hf_hub_download(
+                repo_id, filename, revision=revision, cache_dir=cache_dir, local_files_only=offline or bool(unreachable)
+            )
         )
     except Exception as err:
+        if unreachable:
+            raise OfflineError(repo_id, shown, filename, unreachable) from err
         translated = _translate(err, repo_id, shown, filename, offline)
         if translated is err:
             raise

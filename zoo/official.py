@@ -158,11 +158,14 @@ def _resolve_pattern(f: UpstreamFile, local_files_only: bool) -> tuple[str, str]
     """(path, commit) of the one weights file in ``f.folder`` matching ``f.pattern``, listed at ``f.revision``."""
     from huggingface_hub import HfApi
 
-    from zoo.hub import _translate, offline_mode
+    from zoo.hub import _translate, offline_mode, unreachable_reason
 
     offline = local_files_only or offline_mode()
     if offline:
         raise OfflineError(f.repo, f.revision, f.shown, "HF_HUB_OFFLINE=1 (or local_files_only) forbids listing it")
+    unreachable = unreachable_reason()
+    if unreachable:
+        raise OfflineError(f.repo, f.revision, f.shown, unreachable)
     api = HfApi()
     try:
         commit = api.model_info(f.repo, revision=f.revision).sha
@@ -332,7 +335,21 @@ def converted_folder(
         digests = _known_digests(recipe, pins)
         if digests is not None and is_finished(folder := _entry_dir(name) / entry_key(recipe, digests)):
             return folder  # another process converted it while this one waited
-        paths, sources = _gather(recipe, {}, pins, local_files_only, cache_dir)
+        try:
+            paths, sources = _gather(recipe, {}, pins, local_files_only, cache_dir)
+        except OfflineError as err:
+            src = next(f for f in recipe.files if f.option is None)
+            raise OfflineError(
+                err.repo_id,
+                err.revision,
+                err.file,
+                err.reason,
+                hint=(
+                    f"{name} is converted from upstream's files, not downloaded ready-made: once online, "
+                    f"zoo.load({name!r}) downloads and converts them; or convert a copy you downloaded with "
+                    f"`tokenzoo convert {name} {src.filename or 'FILE'}` (the file matching {src.shown})."
+                ),
+            ) from err
         return _convert(recipe, paths, sources, card)
 
 
