@@ -347,7 +347,8 @@ def converted_folder(
                 hint=(
                     f"{name} is converted from upstream's files, not downloaded ready-made: once online, "
                     f"zoo.load({name!r}) downloads and converts them; or convert a copy you downloaded with "
-                    f"`tokenzoo convert {name} {src.filename or 'FILE'}` (the file matching {src.shown})."
+                    f"`tokenzoo convert {name} {src.filename or 'FILE'}`"
+                    + ("." if src.filename else f" (FILE: the one matching {src.shown}).")
                 ),
             ) from err
         return _convert(recipe, paths, sources, card)
