@@ -32,15 +32,19 @@ def load_model(args: argparse.Namespace):
 # ---- commands -----------------------------------------------------------------------------------
 def cmd_list(args: argparse.Namespace) -> int:
     from zoo.cards import card_license
-    from zoo.registry import card_data, list_models
+    from zoo.registry import availability, card_data, list_models
 
     names = list_models(args.pattern, modality=args.modality)
     if args.json:
-        print(json.dumps([{"name": n, **card_data(n)} for n in names], indent=2, default=str))
+        rows = [{"name": n, "availability": availability(n), **card_data(n)} for n in names]
+        print(json.dumps(rows, indent=2, default=str))
         return 0
-    rows = [(n, (d := card_data(n)).get("arch", ""), d.get("modality", ""), card_license(d)) for n in names]
-    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(("name", "arch", "modality", "license"))]
-    for row in [("name", "arch", "modality", "license"), *rows]:
+    header = ("name", "arch", "modality", "license", "availability")
+    rows = [
+        (n, (d := card_data(n)).get("arch", ""), d.get("modality", ""), card_license(d), availability(n)) for n in names
+    ]
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(header)]
+    for row in [header, *rows]:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
     return 0
 
@@ -267,7 +271,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("list", help="list registered models")
+    p = sub.add_parser(
+        "list",
+        help="list registered models and whether each loads offline (bundled, cached) or needs a download or "
+        "a conversion first",
+    )
     p.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. 'flextok*'")
     p.add_argument("--modality", choices=MODALITIES)
     p.add_argument("--json", action="store_true")

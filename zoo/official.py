@@ -309,6 +309,15 @@ def _gather(
     return paths, sources
 
 
+def is_converted(name: str, data: dict[str, Any]) -> bool:
+    """Whether the official model ``name`` (card YAML ``data``) is converted in the cache (loads offline)."""
+    recipe = recipe_of(name, data)
+    if recipe is None:
+        return False
+    digests = _known_digests(recipe, read_pins(name))
+    return digests is not None and is_finished(_entry_dir(name) / entry_key(recipe, digests))
+
+
 def converted_folder(
     name: str,
     data: dict[str, Any],

@@ -101,6 +101,42 @@ def bundled_models(modality: str | None = None) -> list[str]:
     return names
 
 
+def availability(name: str, cache_dir: str | os.PathLike | None = None) -> str:
+    """Where a registered model's weights are now, without the network:
+
+    - ``bundled``: its folder in hub_cards/ holds config.json and model.safetensors (loads offline);
+    - ``cached``: downloaded (a Hub repo's files in the Hub cache) or converted (an official model in the
+      tokenzoo cache), so it loads offline;
+    - ``needs download``: a Hub repo not in the cache (zoo.load fetches it);
+    - ``needs download + conversion``: upstream files on the Hub that zoo.load fetches and converts once;
+    - ``needs conversion``: upstream files off the Hub: download them by hand, then ``tokenzoo convert NAME FILE``.
+    """
+    from zoo import official
+
+    folder = _card_folders()[name]
+    data = card_data(name)
+    if (folder / WEIGHTS_NAME).is_file() and (folder / CONFIG_NAME).is_file():
+        return "bundled"
+    recipe = official.recipe_of(name, data)
+    if recipe is not None:
+        digests = official._known_digests(recipe, official.read_pins(name))
+        if digests is not None and official.is_finished(
+            official._entry_dir(name) / official.entry_key(recipe, digests)
+        ):
+            return "cached"
+        return "needs download + conversion" if all(f.on_hub for f in recipe.files) else "needs conversion"
+    repo = data.get("hub_repo")
+    if repo:
+        from huggingface_hub import try_to_load_from_cache
+
+        revision = data.get("revision") or "main"
+        found = [
+            try_to_load_from_cache(repo, f, cache_dir=cache_dir, revision=revision) for f in (CONFIG_NAME, WEIGHTS_NAME)
+        ]
+        return "cached" if all(isinstance(p, str) for p in found) else "needs download"
+    return "needs conversion"
+
+
 # ---- loading ------------------------------------------------------------------------------------
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
