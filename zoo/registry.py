@@ -119,10 +119,7 @@ def availability(name: str, cache_dir: str | os.PathLike | None = None) -> str:
         return "bundled"
     recipe = official.recipe_of(name, data)
     if recipe is not None:
-        digests = official._known_digests(recipe, official.read_pins(name))
-        if digests is not None and official.is_finished(
-            official._entry_dir(name) / official.entry_key(recipe, digests)
-        ):
+        if official.is_converted(name, data):
             return "cached"
         return "needs download + conversion" if all(f.on_hub for f in recipe.files) else "needs conversion"
     repo = data.get("hub_repo")
