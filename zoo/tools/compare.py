@@ -24,7 +24,6 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -231,12 +230,15 @@ def add_cli(subparsers) -> None:
 
 
 def _cli(args: argparse.Namespace) -> int:
-    table = compare(args.models, args.inputs, batch_size=args.batch_size, **model_options(args))
+    from zoo.api import check_output_file
+    from zoo.files import atomic_write
+
+    outputs = [check_output_file(p, f"--{k}") for k, p in (("json", args.json), ("markdown", args.markdown)) if p]
+    table = compare(args.models, args.inputs, batch_size=args.batch_size, **model_options(args))  # after the checks
     markdown = to_markdown(table)
-    if args.json:
-        Path(args.json).write_text(json.dumps(table, indent=1) + "\n")
-    if args.markdown:
-        Path(args.markdown).write_text(markdown)
+    texts = {"json": json.dumps(table, indent=1) + "\n", "markdown": markdown}
+    for key, path in zip([k for k in ("json", "markdown") if getattr(args, k)], outputs):
+        atomic_write(path, lambda tmp, text=texts[key]: tmp.write_text(text, encoding="utf-8"))
     print(markdown, end="")
     return 0
 
