@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -331,7 +332,7 @@ class TokenUnify(ZooModel):
         try:
             with np.load(path, allow_pickle=False) as data:
                 item = {name: data[name] for name in data.files}
-        except (OSError, ValueError, EOFError) as err:
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:  # empty, truncated, not numpy
             raise CorruptFileError(str(path), f"not a readable .npz file ({err})") from err
         if "volume" not in item:
             raise InputError(f"{path}: an .npz volume needs a 'volume' array, found {sorted(item)}")

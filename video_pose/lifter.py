@@ -23,6 +23,7 @@ global-RNG draw unless told otherwise.
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -153,14 +154,15 @@ class PoseLifter(ZooModel):
             raise InputError(f"{path}: pose clips are .npy (2D keypoints) or .npz (kp2d, pose3d) files")
         try:
             data = np.load(path, allow_pickle=False)
-        except (OSError, ValueError, EOFError) as err:
+            if path.suffix == ".npy":
+                return data
+            with data:
+                item = {name: data[name] for name in data.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:  # empty, truncated, not numpy
             raise InputError(f"{path}: not a readable numpy file ({err or type(err).__name__})") from err
-        if path.suffix == ".npy":
-            return data
-        with data:
-            if "kp2d" not in data.files:
-                raise InputError(f"{path}: an .npz clip needs a 'kp2d' array, found {data.files}")
-            return {name: data[name] for name in data.files}
+        if "kp2d" not in item:
+            raise InputError(f"{path}: an .npz clip needs a 'kp2d' array, found {sorted(item)}")
+        return item
 
     def training_batch(self, items: list) -> dict[str, Tensor]:
         """Clips with their 3D poses (``.npz`` items) -> {"kp2d", "pose3d"}, what ``training_loss`` takes."""

@@ -638,7 +638,7 @@ class ZooModel(nn.Module):
         if path.suffix == ".npy":
             try:
                 return np.load(path, allow_pickle=False)
-            except (ValueError, EOFError) as err:
+            except (ValueError, EOFError, OSError) as err:
                 raise InputError(f"{path}: not a plain numpy array file ({err})") from err
         return path
 
