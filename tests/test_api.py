@@ -20,6 +20,7 @@ from zoo.errors import (
     ConfigError,
     CorruptFileError,
     InputError,
+    InputFileError,
     ModelFileNotFoundError,
     NotSupportedError,
     UnknownModelError,
@@ -201,7 +202,7 @@ def test_loading_a_safetensors_file_that_is_not_tokens_is_a_corrupt_file_error(t
 
 
 def test_loading_a_missing_tokens_file_names_it(tmp_path):
-    with pytest.raises(ModelFileNotFoundError, match="nope.safetensors"):
+    with pytest.raises(InputFileError, match="nope.safetensors not found"):
         Tokens.load(tmp_path / "nope.safetensors")
 
 

@@ -1163,3 +1163,120 @@ def counts() -> dict[str, int]:
 if __name__ == "__main__":
     for key, value in sorted(counts().items()):
         print(f"{key}: {value}")
+
+
+# ---- "Found when tried" (issue 12, item 4): each defect, and the test that would have caught it ------------
+def test_tokens_record_the_model_arch_and_codebook_that_made_them(env):
+    tokens = env.model("byte-utf8").encode("hello")
+    assert tokens.meta["model"] == "byte-utf8" and tokens.meta["arch"] == "byte-tokenizer"
+    assert tokens.meta["codebook_size"] == env.model("byte-utf8").codebook_size
+    pose = env.model("mixste-tiny").encode(np.load(env.f("clip.npy")))
+    assert pose.meta["arch"] == "mixste" and "codebook_size" not in pose.meta  # continuous tokens
+
+
+def test_decoding_another_models_tokens_is_refused_unless_allowed(env, capsys):
+    from zoo.cli import main
+
+    tokens = env.model("byte-utf8").encode("hello")
+    with pytest.raises(TokensMismatchError, match="allow_other_model=True"):
+        env.model("bpe-tiny").decode(tokens)
+    assert len(env.model("bpe-tiny").decode(tokens, allow_other_model=True)) == 1  # told otherwise: decoded
+    path = env.tokens_file("h.safetensors", tokens)
+    assert main(["decode", "bpe-tiny", path, "--out", str(env.out)]) == 2
+    assert "--force" in capsys.readouterr().err and not env.out.exists()
+    assert main(["decode", "bpe-tiny", path, "--out", str(env.out), "--force"]) == 0
+
+
+def test_touchtts_decodes_s3tokenizer_ids_of_its_own_codebook(env):
+    """TouchTTS declares ``decodes_tokens_of = {"s3tokenizer"}``: the arch differs on purpose, the codebook must not."""
+    tts = env.model("touchtts")
+    s3 = Tokens(ids=torch.tensor([[1, 2, 3, 4]]), meta={"arch": "s3tokenizer", "codebook_size": tts.codebook_size})
+    tts.check_origin(s3)  # no error
+    with pytest.raises(TokensMismatchError, match="codebook size 6561 vs 64"):
+        tts.check_origin(Tokens(ids=s3.ids, meta={"arch": "s3tokenizer", "codebook_size": 6561}))
+
+
+def test_decoding_twice_into_one_folder_replaces_the_first_items_and_keeps_source_names(env, capsys):
+    from zoo.cli import main
+
+    files = []
+    for name, text in (("alpha.txt", "first"), ("beta.txt", "second")):
+        (env.tmp / name).write_text(text, encoding="utf-8")
+        files.append(str(env.tmp / name))
+    assert main(["encode", "byte-utf8", *files, "--out", str(env.tmp / "two.safetensors")]) == 0
+    assert main(["encode", "byte-utf8", files[0], "--out", str(env.tmp / "one.safetensors")]) == 0
+    decoded = env.tmp / "decoded"
+    assert main(["decode", "byte-utf8", str(env.tmp / "two.safetensors"), "--out", str(decoded)]) == 0
+    assert sorted(p.name for p in decoded.glob("*.txt")) == ["alpha.txt", "beta.txt"]
+    assert main(["decode", "byte-utf8", str(env.tmp / "one.safetensors"), "--out", str(decoded)]) == 0
+    assert sorted(p.name for p in decoded.glob("*.txt")) == ["alpha.txt"]  # beta.txt of the first decode is gone
+    assert (decoded / "alpha.txt").read_text(encoding="utf-8") == "first"
+    assert not [p for p in env.tmp.iterdir() if ".partial-" in p.name]
+
+
+def test_a_dangling_symlink_and_a_symlink_loop_in_a_batch_folder_become_error_rows(env):
+    from zoo.tools.batch import run
+
+    folder = env.tmp / "texts"
+    folder.mkdir()
+    (folder / "good.txt").write_text("hello", encoding="utf-8")
+    os.symlink("gone.txt", folder / "dangling.txt")
+    os.symlink("loop.txt", folder / "loop.txt")
+    manifest = run(env.model("byte-utf8"), [str(folder)], env.tmp / "run", progress=False)
+    assert manifest["rows"] == 1 and manifest["errors"] == 2
+    errors = (env.tmp / "run" / "errors.jsonl").read_text(encoding="utf-8")
+    assert "dangling symlink" in errors and "symlink loop" in errors
+
+
+def test_tokens_repr_shows_shapes_dtypes_lengths_and_meta_keys_not_values():
+    tokens = Tokens(
+        ids=torch.arange(2 * 300).reshape(2, 300),
+        mask=torch.arange(300)[None] < torch.tensor([[300], [7]]),
+        meta={"arch": "byte-tokenizer", "num_samples": torch.tensor([1, 2])},
+    )
+    text = repr(tokens)
+    assert "ids=int64(2, 300)" in text and "mask=bool(2, 300)" in text and "lengths=[300, 7]" in text
+    assert "arch: 'byte-tokenizer'" in text and "num_samples: int64(2,)" in text
+    assert "599" not in text and len(text) < 400  # no tensor values
+
+
+def test_tokenzoo_list_says_whether_each_model_loads_offline(capsys):
+    from zoo.cli import main
+
+    assert main(["list"]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    assert rows["byte-utf8"].endswith("bundled")
+    assert rows["flextok-d12-d12-in1k"].endswith("needs download")  # a Hub repo, not in this test's cache
+    assert rows["s3tokenizer-v2"].endswith("needs download + conversion")  # on the Hub, converted on first load
+    assert rows["mixste-h36m-243"].endswith("needs conversion")  # off the Hub: download by hand, then convert
+
+
+@pytest.mark.parametrize("how", ["HF_HUB_OFFLINE=1", "unreachable Hub"])
+def test_an_official_model_offline_fails_at_once_and_says_it_is_converted(how, zoo_cache, monkeypatch):
+    """Not ~25 s of retries, and not "download it once" alone: the card says the model is converted."""
+    import time
+
+    from huggingface_hub import constants
+
+    import zoo
+    from zoo.errors import OfflineError
+
+    if how == "HF_HUB_OFFLINE=1":
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    else:
+        monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens on the discard port
+    started = time.perf_counter()
+    with pytest.raises(OfflineError, match=r"converted from upstream's files.*tokenzoo convert s3tokenizer-v2"):
+        zoo.load("s3tokenizer-v2")
+    assert time.perf_counter() - started < 5
+
+
+@pytest.mark.parametrize("family", [f for f in FAMILIES if f != "touchtts"])
+def test_encode_takes_raw_files_in_every_family(family, env):
+    """Paths (``pathlib.Path`` for text: a str is the text itself) are read by encode, as preprocess reads them."""
+    m = env.model(RAW_MODELS[family])
+    item = _as_item(family, env.f(SAMPLE_INPUT[family]))
+    direct, through = m.encode(item), m.encode(m.preprocess([Path(env.f(SAMPLE_INPUT[family]))]))
+    assert (direct.ids is None) == (through.ids is None) and direct.num_positions == through.num_positions
+    if direct.ids is not None:
+        assert torch.equal(direct.ids, through.ids)
