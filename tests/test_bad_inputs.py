@@ -1098,6 +1098,7 @@ def test_the_matrix_covers_every_family_on_both_surfaces():
 
 
 # ---- real processes: the exit code and stderr a shell sees ---------------------------------------------
+@pytest.mark.slow
 def test_bad_inputs_in_a_real_shell_exit_2_without_a_traceback(shared, tmp_path):
     files, _ = shared
     commands = [
@@ -1131,6 +1132,7 @@ print("PEAK_MIB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024, "C
 """
 
 
+@pytest.mark.slow
 def test_a_ten_minute_clip_encodes_through_the_cli_in_bounded_memory(tmp_path):
     """600 s at 16 kHz go through 30 s windows (``window_batch`` per pass): the peak stays far below what one
     60000-frame attention would take (tens of GiB); 2 GiB covers torch, the model and the 38 MB waveform."""

@@ -266,6 +266,15 @@ class TouchTTS(ZooModel):
         mel, frames = self.decode_mel(tokens, speaker, seed)
         return self.vocode(mel, frames)
 
+    def postprocess(self, output: tuple[Tensor, Tensor]) -> list[tuple[Any, int]]:
+        """``decode``'s (waveforms (B, S), lengths (B,)) -> one (float32 numpy waveform, sample_rate) per item,
+        cut to its length (what ``tokenzoo decode`` writes as .wav files)."""
+        waveforms, lengths = output
+        return [
+            (w[: int(n)].detach().float().cpu().numpy(), int(self.sample_rate))
+            for w, n in zip(waveforms, lengths.tolist())
+        ]
+
     def vocode(self, mel: Tensor, frames: Tensor) -> tuple[Tensor, Tensor]:
         """(B, M, T) log-mel + (B,) frames -> (waveforms (B, S), lengths (B,)), each item on its own frames."""
         return self.require_vocoder().vocode(mel, frames)
