@@ -172,7 +172,7 @@ def test_audio_like_inputs_are_bucketed_by_length_through_the_family_hooks(tmp_p
     assert sorted(model.batches_seen) == [[40, 44, 48], [400, 405, 410]]
     rows = table_rows(tmp_path / "out")
     assert [r["length"] for r in rows] == [n // 4 for n in lengths]
-    assert json.loads(rows[0]["meta"]) == {"codebook_size": 9}
+    assert json.loads(rows[0]["meta"]) == {"arch": "test-wave", "codebook_size": 9}  # encode records its arch
 
 
 def test_a_second_run_into_a_used_folder_needs_resume_or_overwrite(tmp_path):

@@ -205,6 +205,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
     for path in files.values():
         if not path.exists():
             raise ModelFileNotFoundError(str(path.resolve().parent), path.name, hint="No such checkpoint.")
+    if not by_name and not args.out:
+        raise ConfigError(f"tokenzoo convert {args.arch} needs --out DIR (the folder to write)")
+    for path in files.values():
         if path.is_file():
             check_checkpoint_file(path)
     if by_name:
@@ -213,8 +216,6 @@ def cmd_convert(args: argparse.Namespace) -> int:
         out = convert_local_files(args.arch, card_data(args.arch), files, card=folders[args.arch] / "README.md")
         print(f"converted {args.arch} into {out}; zoo.load({args.arch!r}) now loads it")
         return 0
-    if not args.out:
-        raise ConfigError(f"tokenzoo convert {args.arch} needs --out DIR (the folder to write)")
     module_name, function_name = CONVERTERS[args.arch].split(":")
     convert = getattr(importlib.import_module(module_name), function_name)
     source = files.pop(None)
@@ -225,12 +226,15 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 def check_checkpoint_file(path: Path) -> None:
     """An upstream checkpoint given to convert must be what its bytes say: a safetensors file (named so or not)
-    or a torch pickle (.pt/.pth/.bin/.ckpt, opened weights-only by the converter). Anything else, or a pickle
-    named .safetensors, is an InputError naming the file and what it is."""
+    or a torch pickle (.pt/.pth/.bin/.ckpt, opened weights-only by the converter); ONNX graphs (.onnx, the
+    S3Tokenizer releases) are left to their converter. Anything else, or a pickle named .safetensors, is an
+    InputError naming the file and what it is."""
     from zoo.errors import CorruptFileError, InputError
     from zoo.files import PICKLE_MAGICS
     from zoo.hub import read_safetensors_header
 
+    if path.suffix == ".onnx":
+        return
     with open(path, "rb") as f:
         head = f.read(8)
     if head.startswith(PICKLE_MAGICS):

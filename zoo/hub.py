@@ -220,13 +220,16 @@ def unreachable_reason(endpoint: str | None = None) -> str | None:
     """Why the Hub endpoint cannot be reached now (DNS fails, connection refused, 3 s timeout), or None.
 
     One TCP connect, so that an offline machine fails at once instead of through huggingface_hub's five
-    backed-off retries (~25 s) of every request; the answer is kept for 60 s per endpoint.
+    backed-off retries (~25 s) of every request; the answer is kept for 60 s per endpoint. Not probed (None)
+    when a proxy is configured.
     """
     import socket
     import time
     from urllib.parse import urlsplit
 
     endpoint = endpoint or _endpoint()
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")):
+        return None  # behind a proxy a direct connection says nothing; huggingface_hub's own retries decide
     now = time.monotonic()
     known = _REACHABILITY.get(endpoint)
     if known is not None and now - known[0] < 60:
@@ -237,7 +240,7 @@ def unreachable_reason(endpoint: str | None = None) -> str | None:
     try:
         socket.create_connection((url.hostname or "", port), timeout=3).close()
     except OSError as err:
-        reason = f"the Hub at {endpoint} cannot be reached ({err.strerror or type(err).__name__})"
+        reason = f"the Hub at {endpoint} could not be used (it cannot be reached: {err.strerror or type(err).__name__})"
     _REACHABILITY[endpoint] = (now, reason)
     return reason
 

@@ -141,7 +141,7 @@ _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 def repo_id_problem(repo: str) -> str | None:
     """What is wrong with a Hub repo id (the Hub's own rules, as huggingface_hub checks them), or None."""
     if not _REPO_ID.fullmatch(repo):
-        return "it must look like 'org/name' (letters, digits, '-', '_', '.')"
+        return "a Hub repo id looks like 'org/name' (letters, digits, '-', '_', '.')"
     if ".." in repo or "--" in repo:
         return "it may not contain '..' or '--'"
     if any(part.startswith(("-", ".")) or part.endswith(("-", ".")) for part in repo.split("/")):

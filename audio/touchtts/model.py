@@ -105,7 +105,7 @@ def read_text_file(path: Path) -> str:
     try:
         return path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as err:
-        raise InputError(f"text file {path} is not UTF-8 ({err.reason} at byte {err.start})") from err
+        raise InputError(f"text file {path} is not valid UTF-8 ({err.reason} at byte {err.start})") from err
 
 
 class TouchTTS(ZooModel):
