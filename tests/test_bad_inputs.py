@@ -1202,17 +1202,17 @@ def test_decoding_twice_into_one_folder_replaces_the_first_items_and_keeps_sourc
     from zoo.cli import main
 
     files = []
-    for name, text in (("alpha.txt", "first"), ("beta.txt", "second")):
+    for name, text in (("alpha.v1.txt", "first"), ("beta.txt", "second")):
         (env.tmp / name).write_text(text, encoding="utf-8")
         files.append(str(env.tmp / name))
     assert main(["encode", "byte-utf8", *files, "--out", str(env.tmp / "two.safetensors")]) == 0
     assert main(["encode", "byte-utf8", files[0], "--out", str(env.tmp / "one.safetensors")]) == 0
     decoded = env.tmp / "decoded"
     assert main(["decode", "byte-utf8", str(env.tmp / "two.safetensors"), "--out", str(decoded)]) == 0
-    assert sorted(p.name for p in decoded.glob("*.txt")) == ["alpha.txt", "beta.txt"]
+    assert sorted(p.name for p in decoded.glob("*.txt")) == ["alpha.v1.txt", "beta.txt"]
     assert main(["decode", "byte-utf8", str(env.tmp / "one.safetensors"), "--out", str(decoded)]) == 0
-    assert sorted(p.name for p in decoded.glob("*.txt")) == ["alpha.txt"]  # beta.txt of the first decode is gone
-    assert (decoded / "alpha.txt").read_text(encoding="utf-8") == "first"
+    assert sorted(p.name for p in decoded.glob("*.txt")) == ["alpha.v1.txt"]  # beta.txt of the first decode is gone
+    assert (decoded / "alpha.v1.txt").read_text(encoding="utf-8") == "first"
     assert not [p for p in env.tmp.iterdir() if ".partial-" in p.name]
 
 

@@ -120,6 +120,7 @@ def write_outputs(outputs, out_dir: Path, names: list[str] | None = None) -> lis
     from PIL import Image
 
     outputs = list(outputs)
+    out_dir = out_dir.resolve()  # "." and symlinked folders: replace the real folder, from its parent
     stems = [f"item{i:04d}" for i in range(len(outputs))]
     if isinstance(names, list) and len(names) == len(outputs):
         stems = [Path(str(n)).stem or stems[i] for i, n in enumerate(names)]
@@ -130,20 +131,19 @@ def write_outputs(outputs, out_dir: Path, names: list[str] | None = None) -> lis
     try:
         written = []
         for stem, item in zip(stems, outputs):
-            path = staging / stem
             if isinstance(item, str):
-                path = path.with_suffix(".txt")
+                path = staging / f"{stem}.txt"  # not with_suffix: "v1.2.txt" keeps its stem "v1.2"
                 path.write_text(item, encoding="utf-8")
             elif isinstance(item, Image.Image):
-                path = path.with_suffix(".png")
+                path = staging / f"{stem}.png"
                 item.save(path)
             elif isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], int):
                 import soundfile
 
-                path = path.with_suffix(".wav")
+                path = staging / f"{stem}.wav"
                 soundfile.write(path, np.asarray(item[0]), item[1])
             else:
-                path = path.with_suffix(".npy")
+                path = staging / f"{stem}.npy"
                 np.save(path, item.detach().cpu().numpy() if isinstance(item, torch.Tensor) else np.asarray(item))
             written.append(out_dir / path.name)
         (staging / DECODED_MARKER).write_text("".join(p.name + "\n" for p in written), encoding="utf-8")
