@@ -134,7 +134,7 @@ def make_files(folder: Path) -> Path:
 # ---- models -------------------------------------------------------------------------------------
 @functools.cache
 def model(name: str):
-    """A bundled model by name, or a small random one saved to a folder (no bundled MotionBERT or TouchTTS)."""
+    """A model by name or folder, loaded once per session."""
     import zoo
 
     return zoo.load(name)
@@ -224,7 +224,6 @@ RAW_MODELS = {
     "tokenunify": "tokenunify-tiny",
     "touchtts": "touchtts",
 }
-CLI_MODELS = {**RAW_MODELS, "touchtts": "touchtts"}
 SAMPLE_INPUT = {
     "text": "hello.txt",
     "flextok": "ok.png",
@@ -237,7 +236,7 @@ SAMPLE_INPUT = {
 
 
 def _cli_model(env: Env, family: str) -> str:
-    name = CLI_MODELS[family]
+    name = RAW_MODELS[family]
     return env.folders.get(name, name)
 
 
