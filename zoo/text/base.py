@@ -130,7 +130,7 @@ class TextTokenizer(ZooModel):
         try:
             return path.read_bytes().decode("utf-8")
         except UnicodeDecodeError as err:
-            raise InputError(f"{path}: not valid UTF-8 text ({err.reason} at byte {err.start})") from err
+            raise InputError(f"{path}: not UTF-8 text (not valid UTF-8: {err.reason} at byte {err.start})") from err
 
     def input_units(self, item: Any) -> tuple[float, str] | None:
         return (float(len(item.encode("utf-8"))), "byte") if isinstance(item, str) else None
