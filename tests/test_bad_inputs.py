@@ -552,7 +552,7 @@ api(
     "S3 tokens of another codebook decoded by TouchTTS",
     "touchtts",
     lambda e: e.model("touchtts").decode(_made_by(e, "s3tokenizer-tiny", "ok.wav")),
-    "codebook size",
+    "6561-token codebook",
     TokensMismatchError,
 )
 api(
@@ -596,7 +596,7 @@ cli(
         "--out",
         str(e.out),
     ],
-    "codebook size",
+    "6561-token codebook",
 )
 cli(
     "S3Tokenizer has no decoder",
@@ -1193,7 +1193,7 @@ def test_touchtts_decodes_s3tokenizer_ids_of_its_own_codebook(env):
     tts = env.model("touchtts")
     s3 = Tokens(ids=torch.tensor([[1, 2, 3, 4]]), meta={"arch": "s3tokenizer", "codebook_size": tts.codebook_size})
     tts.check_origin(s3)  # no error
-    with pytest.raises(TokensMismatchError, match="codebook size 6561 vs 64"):
+    with pytest.raises(TokensMismatchError, match="a 6561-token codebook, not this model's 64"):
         tts.check_origin(Tokens(ids=s3.ids, meta={"arch": "s3tokenizer", "codebook_size": 6561}))
 
 

@@ -610,9 +610,10 @@ class ZooModel(nn.Module):
         size = meta.get("codebook_size")
         if tokens.ids is not None and size is not None and self.codebook_size is not None:
             if int(size) != int(self.codebook_size):
-                differences.append(f"codebook size {int(size)} vs {int(self.codebook_size)}")
+                differences.append(f"a {int(size)}-token codebook, not this model's {int(self.codebook_size)}")
         if differences:
-            who = f"{made_by or 'a model'} (arch {arch})" if arch else str(made_by)
+            who = made_by or "another model"
+            who = f"{who} (arch {arch})" if arch else who
             raise TokensMismatchError(who, f"{self.name or self.arch} (arch {self.arch})", differences)
 
     # ---- task verbs (declare the ones implemented in ``tasks``) ---------------------------------
