@@ -126,7 +126,7 @@ def test_grayscale_and_rgba_pictures_are_converted_to_rgb_as_upstream_does(model
         (torch.full((1, 3, 28, 28), 128.0), "CLIP-normalised"),
         (np.zeros((8, 8, 3), dtype=np.float32), "must be uint8"),
         (np.zeros((8, 8, 2), dtype=np.uint8), "HxW, HxWx1, HxWx3 or HxWx4"),
-        ("no/such/picture.png", "image file not found"),
+        ("no/such/picture.png", "image file no/such/picture.png not found"),
         ([], "no images given"),
     ],
 )
