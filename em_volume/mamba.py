@@ -87,8 +87,8 @@ def linear_scan(a: Tensor, x: Tensor, reverse: bool = False, inplace: bool = Fal
         h = torch.cat([fill_x, h] if reverse else [h, fill_x])
     a3 = a.reshape(n_chunks, size, -1)  # (nC, T, M)
     h3 = h.reshape(n_chunks, size, -1)
-    # decay[:, t]: the product of a from step t to the chunk's far end (reverse) or from its start to t
-    # (forward), built in the same sweep as the local scan (no cumprod over flipped copies).
+    # decay[:, t]: the product of a from step t to the chunk's end (reverse: built in the same sweep as the
+    # local scan, where a cumprod would need two flipped copies) or from its start to t (forward: cumprod).
     decay = torch.empty_like(a3)
     if reverse:
         decay[:, -1] = a3[:, -1]
@@ -101,10 +101,9 @@ def linear_scan(a: Tensor, x: Tensor, reverse: bool = False, inplace: bool = Fal
             )  # state at chunk starts
             h3[:-1].addcmul_(decay[:-1], carry.unsqueeze(1))
     else:
-        decay[:, 0] = a3[:, 0]
         for t in range(1, size):
             h3[:, t].addcmul_(a3[:, t], h3[:, t - 1])
-            torch.mul(a3[:, t], decay[:, t - 1], out=decay[:, t])
+        torch.cumprod(a3, dim=1, out=decay)
         if n_chunks > 1:
             carry = linear_scan(decay[:-1, -1], h3[:-1, -1].clone(), inplace=True, chunk=chunk)  # state at chunk ends
             h3[1:].addcmul_(decay[1:], carry.unsqueeze(1))
