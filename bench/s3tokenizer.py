@@ -180,14 +180,19 @@ def onnx_comparison(args, threads: int) -> dict:
             f"onnxruntime, {threads} threads, clip by clip": (onnx_session(path, threads), None),
             f"onnxruntime, default options, batch {args.batch} padded": (onnx_session(path, None), args.batch),
         }
-        runs = {
-            name: (lambda s=session, b=batch: run_onnxruntime(s, clips, b)) for name, (session, batch) in peers.items()
-        }
-        runs["tokenzoo"] = lambda: run_ours_batched(model, clips, args.batch)
-        if args.bf16:
-            runs["tokenzoo bf16 autocast"] = lambda: run_ours_batched(model, clips, args.batch, bf16=True)
-        for run in runs.values():  # warm-up: allocator, thread pools, onnxruntime's first-run planning
+
+        def runs_on(items):
+            out = {
+                n: (lambda s=session, b=batch: run_onnxruntime(s, items, b)) for n, (session, batch) in peers.items()
+            }
+            out["tokenzoo"] = lambda: run_ours_batched(model, items, args.batch)
+            if args.bf16:
+                out["tokenzoo bf16 autocast"] = lambda: run_ours_batched(model, items, args.batch, bf16=True)
+            return out
+
+        for run in runs_on(clips[:2]).values():  # warm-up: allocator, thread pools, onnxruntime's first run
             run()
+        runs = runs_on(clips)
         times: dict[str, list[float]] = {name: [] for name in runs}
         results: dict[str, list[torch.Tensor]] = {}
         for _ in range(args.onnx_repeats):
@@ -310,7 +315,7 @@ def main() -> None:
     parser.add_argument("--onnx-width", type=int, default=512, help="model width for the onnxruntime comparison")
     parser.add_argument("--onnx-clips", type=int, default=30)
     parser.add_argument("--onnx-seconds", default="2-20", help="clip lengths drawn uniformly from LOW-HIGH seconds")
-    parser.add_argument("--onnx-repeats", type=int, default=2)
+    parser.add_argument("--onnx-repeats", type=int, default=1, help="timed rounds (best kept); 2+ on a quiet machine")
     parser.add_argument("--batch", type=int, default=8, help="clips per encode call (ours; onnxruntime's padded runs)")
     parser.add_argument(
         "--bf16", action="store_true", help="also time ours under CPU bf16 autocast (flip rate vs fp32)"
