@@ -74,3 +74,14 @@ def test_a_tool_command_gets_its_full_parser(capsys):
     with pytest.raises(SystemExit):
         main(["batch", "--help"])
     assert "--shard-size" in capsys.readouterr().out
+
+
+def test_zoo_resolves_its_public_names_on_first_use_and_refuses_others():
+    import zoo
+    from zoo.api import Tokens
+    from zoo.registry import load
+
+    assert zoo.Tokens is Tokens and zoo.load is load
+    assert set(zoo.__all__) <= set(dir(zoo))
+    with pytest.raises(AttributeError, match="no attribute 'no_such_name'"):
+        zoo.no_such_name  # noqa: B018
