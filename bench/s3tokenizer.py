@@ -1,7 +1,9 @@
-"""Throughput of our S3Tokenizer v2 against the `s3tokenizer` package, same weights, same batch, one run.
+"""Throughput of our S3Tokenizer v2 against the `s3tokenizer` package and against onnxruntime, one run.
 
-    python bench/s3tokenizer.py                # full-size v2 (1280 wide, 20 heads, 6 blocks), batch of 8
-    python bench/s3tokenizer.py --width 512    # a narrower model when the machine is busy
+    flock /tmp/tokenzoo-cpu.lock python bench/s3tokenizer.py   # full-size v2 vs the package; 512 wide vs ONNX
+    python bench/s3tokenizer.py --width 512                   # a narrower model when the machine is busy
+    python bench/s3tokenizer.py --onnx-width 1280             # the ONNX comparison at full size (slow on 2 cores)
+    python bench/s3tokenizer.py --no-onnx                     # the package comparison only
 
 Weights: the released ONNX file cannot be downloaded here, so upstream's S3TokenizerV2 is built at
 full size with a fixed seed (LayerNorms perturbed so none is an identity) and ours loads its
@@ -13,16 +15,33 @@ machine only slows runs down). Token ids are compared in the same run.
 
 Where our speed comes from: (1) clips are encoded in passes of similar length, so padded frames
 (which upstream computes and then throws away) are mostly not computed; (2) fused
-scaled-dot-product attention instead of explicit softmax(QK^T) matrices.
+scaled-dot-product attention instead of explicit softmax(QK^T) matrices. At full width the encoder is
+matmul-bound (the profiler puts ~88% of our time in Linear layers on a 2-core AVX2 machine), and both sides
+run the same fp32 matmuls, so the ratio is capped by the padding upstream computes: for the default clips
+(33 s of audio padded to 8 x 7.9 = 63 s) about 1.9x. Grouping with less padding (max_padding 0 or 0.1)
+was measured no faster than the default 0.25: short passes use the matmul units less well.
 
-The last line is one JSON object with the headline figures.
+Against onnxruntime (the runtime CosyVoice's front end runs the released ONNX graph with): our model
+(v2, --onnx-width wide, --layers blocks, random weights) is exported with torch.onnx.export (TorchScript
+exporter, traced on a padded batch so the key-padding mask is in the graph; dynamic batch and frames) and
+run by onnxruntime's CPU provider with default session options and with intra-op threads set to the
+machine's cores, on --onnx-clips speech-like clips of --onnx-seconds (default 30 clips of 2-20 s).
+Every side gets the same log-mels (ours, computed once per call) and must give identical ids. onnxruntime
+runs one clip at a time (as CosyVoice's front end does: no padding) and, as a second configuration, in
+batches of --batch padded to the longest clip; ours is ``encode`` on batches of --batch clips.
+``speedup_vs_onnxruntime`` is against the fastest onnxruntime configuration. With --bf16, ours also runs
+under CPU bf16 autocast as a separate mode (never the default), with its id flip rate against fp32.
+
+The last line is one JSON object with the headline figures (and the CPU capability and threads).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -69,6 +88,156 @@ def run_upstream(model, clips):
 def run_ours(model, clips):
     tokens = model.encode(clips)
     return [tokens.ids[i, : int(n)] for i, n in enumerate(tokens.lengths)]
+
+
+def onnx_clip_seconds(count: int, low: float, high: float, seed: int) -> list[float]:
+    g = torch.Generator().manual_seed(seed)
+    return [round(low + (high - low) * float(u), 2) for u in torch.rand(count, generator=g)]
+
+
+class MelToIds(torch.nn.Module):
+    """What the released ONNX graph holds: (B, 128, T) log-mels + (B,) frame counts -> ids (B, S), lengths (B,)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, mel, mel_len):
+        _, ids, lengths = self.model.encode_mel(mel, mel_len)
+        return ids, lengths
+
+
+def export_onnx(model, path: Path) -> None:
+    """Our encoder + quantiser as an ONNX graph, traced on a padded batch of two so the mask path is recorded."""
+    import warnings
+
+    mel = torch.randn(2, model.config.n_mels, 400)
+    mel_len = torch.tensor([400, 257])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's notes on Python bools taken from tensors
+        torch.onnx.export(
+            MelToIds(model).eval(),
+            (mel, mel_len),
+            str(path),
+            dynamo=False,
+            input_names=["mel", "mel_len"],
+            output_names=["ids", "lengths"],
+            dynamic_axes={"mel": {0: "B", 2: "T"}, "mel_len": {0: "B"}, "ids": {0: "B", 1: "S"}, "lengths": {0: "B"}},
+            opset_version=17,
+        )
+
+
+def onnx_session(path: Path, threads: int | None):
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def mels_of(clips) -> tuple[torch.Tensor, torch.Tensor]:
+    from audio.features import log_mel_spectrogram
+    from audio.io import pad_batch
+
+    return log_mel_spectrogram(*pad_batch(clips))
+
+
+def run_onnxruntime(session, clips, batch: int | None) -> list[torch.Tensor]:
+    """Clip by clip (batch None: CosyVoice's way, no padding) or in batches padded to their longest clip."""
+    out = []
+    groups = [[c] for c in clips] if batch is None else [clips[i : i + batch] for i in range(0, len(clips), batch)]
+    for group in groups:
+        mel, mel_len = mels_of(group)
+        ids, lengths = session.run(None, {"mel": mel.numpy(), "mel_len": mel_len.numpy()})
+        out.extend(torch.from_numpy(ids[i, : int(n)]).long() for i, n in enumerate(lengths))
+    return out
+
+
+def run_ours_batched(model, clips, batch: int, bf16: bool = False) -> list[torch.Tensor]:
+    out = []
+    for i in range(0, len(clips), batch):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out.extend(run_ours(model, clips[i : i + batch]))
+    return out
+
+
+def onnx_comparison(args, threads: int) -> dict:
+    """Ours vs onnxruntime on the same weights and clips; the figures for the JSON line."""
+    from audio.s3tokenizer import S3Tokenizer, S3TokenizerConfig
+
+    torch.manual_seed(args.seed)
+    config = S3TokenizerConfig(
+        variant="v2", n_audio_state=args.onnx_width, n_audio_head=args.onnx_width // 64, n_audio_layer=args.layers
+    )
+    model = S3Tokenizer(config).eval()
+    low, high = (float(s) for s in args.onnx_seconds.split("-"))
+    seconds = onnx_clip_seconds(args.onnx_clips, low, high, args.seed)
+    clips = [speechlike(s, seed=100 + i) for i, s in enumerate(seconds)]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "s3tokenizer_v2.onnx"
+        start = time.perf_counter()
+        export_onnx(model, path)
+        export_s = time.perf_counter() - start
+        peers = {
+            "onnxruntime, default options, clip by clip": (onnx_session(path, None), None),
+            f"onnxruntime, {threads} threads, clip by clip": (onnx_session(path, threads), None),
+            f"onnxruntime, default options, batch {args.batch} padded": (onnx_session(path, None), args.batch),
+        }
+
+        def runs_on(items):
+            out = {
+                n: (lambda s=session, b=batch: run_onnxruntime(s, items, b)) for n, (session, batch) in peers.items()
+            }
+            out["tokenzoo"] = lambda: run_ours_batched(model, items, args.batch)
+            if args.bf16:
+                out["tokenzoo bf16 autocast"] = lambda: run_ours_batched(model, items, args.batch, bf16=True)
+            return out
+
+        for run in runs_on(clips[:2]).values():  # warm-up: allocator, thread pools, onnxruntime's first run
+            run()
+        runs = runs_on(clips)
+        times: dict[str, list[float]] = {name: [] for name in runs}
+        results: dict[str, list[torch.Tensor]] = {}
+        for _ in range(args.onnx_repeats):
+            for name, run in runs.items():
+                start = time.perf_counter()
+                results[name] = run()
+                times[name].append(time.perf_counter() - start)
+    best = {name: min(t) for name, t in times.items()}
+    reference = results["tokenzoo"]
+
+    def differing(ids: list[torch.Tensor]) -> int:
+        return sum(int((x != y).sum()) if x.shape == y.shape else max(len(x), len(y)) for x, y in zip(ids, reference))
+
+    total_ids = sum(len(x) for x in reference)
+    audio_seconds = sum(seconds)
+    peer_names = [n for n in runs if n.startswith("onnxruntime")]
+    fastest_peer = min(peer_names, key=best.get)
+    print(
+        f"\nvs onnxruntime: v2 width {args.onnx_width}, {args.onnx_width // 64} heads, {args.layers} blocks, "
+        f"random weights; {len(clips)} clips of {low:g}-{high:g} s ({audio_seconds:.0f} s of audio); "
+        f"ONNX export {export_s:.1f} s"
+    )
+    print(f"{'':<46}{'best s':>9}{'audio s / s':>13}{'differing ids':>15}")
+    for name in runs:
+        print(f"{name:<46}{best[name]:>9.2f}{audio_seconds / best[name]:>13.1f}{differing(results[name]):>15}")
+    speedup = best[fastest_peer] / best["tokenzoo"]
+    print(f"speedup vs the fastest onnxruntime configuration ({fastest_peer}): {speedup:.2f}x")
+    figures = {
+        "speedup_vs_onnxruntime": round(speedup, 3),
+        "onnxruntime_ids_equal": all(differing(results[n]) == 0 for n in peer_names),
+        "onnx_fastest_peer": fastest_peer,
+        "onnx_speedups": {n: round(best[n] / best["tokenzoo"], 3) for n in peer_names},
+        "onnx_width": args.onnx_width,
+        "onnx_clips": len(clips),
+        "onnx_audio_seconds": round(audio_seconds, 1),
+        "onnx_batch": args.batch,
+    }
+    if args.bf16:
+        figures["bf16_speedup"] = round(best["tokenzoo"] / best["tokenzoo bf16 autocast"], 3)
+        figures["bf16_id_flip_rate"] = round(differing(results["tokenzoo bf16 autocast"]) / max(total_ids, 1), 5)
+    return figures
 
 
 def time_split(model, clips) -> dict[str, float]:
@@ -146,6 +315,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seconds", type=str, default="1.2,7.9,3.1,5.6,2.4,6.8,4.3,1.7")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--no-onnx", action="store_true", help="skip the onnxruntime comparison")
+    parser.add_argument("--onnx-width", type=int, default=512, help="model width for the onnxruntime comparison")
+    parser.add_argument("--onnx-clips", type=int, default=30)
+    parser.add_argument("--onnx-seconds", default="2-20", help="clip lengths drawn uniformly from LOW-HIGH seconds")
+    parser.add_argument("--onnx-repeats", type=int, default=1, help="timed rounds (best kept); 2+ on a quiet machine")
+    parser.add_argument("--batch", type=int, default=8, help="clips per encode call (ours; onnxruntime's padded runs)")
+    parser.add_argument(
+        "--bf16", action="store_true", help="also time ours under CPU bf16 autocast (flip rate vs fp32)"
+    )
     args = parser.parse_args()
     if args.memory_minutes:
         return memory_run(args.memory_minutes)
@@ -175,6 +353,7 @@ def main() -> None:
     mismatches = sum(int((x != y).sum()) if x.shape == y.shape else len(x) for x, y in zip(a, b))
     split = time_split(ours, clips)
 
+    print(f"cpu capability {torch.backends.cpu.get_cpu_capability()}, threads {torch.get_num_threads()}")
     print(f"S3Tokenizer v2, width {args.width}, {heads} heads, {args.layers} blocks, threads {torch.get_num_threads()}")
     print(f"batch of {len(clips)} clips: {', '.join(f'{s:.1f}' for s in seconds)} s ({audio_seconds:.1f} s of audio)")
     print(f"{'':<22}{'best s':>10}{'audio s / s':>14}")
@@ -182,6 +361,7 @@ def main() -> None:
     print(f"{'tokenzoo':<22}{t_ours:>10.3f}{audio_seconds / t_ours:>14.1f}")
     print(f"speedup {t_up / t_ours:.2f}x; ids equal: {ids_equal} ({mismatches} differing ids)")
     print("where our time goes (profiler self CPU time): " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in split.items()))
+    onnx = {} if args.no_onnx else onnx_comparison(args, threads=os.cpu_count() or 1)
     print(
         json.dumps(
             {
@@ -195,7 +375,9 @@ def main() -> None:
                 "width": args.width,
                 "layers": args.layers,
                 "threads": torch.get_num_threads(),
+                "capability": torch.backends.cpu.get_cpu_capability(),
                 "time_split": split,
+                **onnx,
             }
         )
     )

@@ -69,7 +69,7 @@ def linear_scan(a: Tensor, x: Tensor, reverse: bool = False, inplace: bool = Fal
     """
     length = a.shape[0]
     # the chunked views below must alias h, so h has to be contiguous (reshape would copy otherwise)
-    h = x if inplace and x.is_contiguous() else x.contiguous().clone()
+    h = x.contiguous() if inplace else x.clone(memory_format=torch.contiguous_format)
     a = a.contiguous()
     if length <= 2 * (chunk or SCAN_CHUNK):
         steps = range(length - 2, -1, -1) if reverse else range(1, length)
@@ -87,10 +87,14 @@ def linear_scan(a: Tensor, x: Tensor, reverse: bool = False, inplace: bool = Fal
         h = torch.cat([fill_x, h] if reverse else [h, fill_x])
     a3 = a.reshape(n_chunks, size, -1)  # (nC, T, M)
     h3 = h.reshape(n_chunks, size, -1)
+    # decay[:, t]: the product of a from step t to the chunk's end (reverse: built in the same sweep as the
+    # local scan, where a cumprod would need two flipped copies) or from its start to t (forward: cumprod).
+    decay = torch.empty_like(a3)
     if reverse:
+        decay[:, -1] = a3[:, -1]
         for t in range(size - 2, -1, -1):
             h3[:, t].addcmul_(a3[:, t], h3[:, t + 1])
-        decay = torch.cumprod(a3.flip(1), dim=1).flip(1)  # product of a over [t, T) within each chunk
+            torch.mul(a3[:, t], decay[:, t + 1], out=decay[:, t])
         if n_chunks > 1:
             carry = linear_scan(
                 decay[1:, 0], h3[1:, 0].clone(), reverse=True, inplace=True, chunk=chunk
@@ -99,7 +103,7 @@ def linear_scan(a: Tensor, x: Tensor, reverse: bool = False, inplace: bool = Fal
     else:
         for t in range(1, size):
             h3[:, t].addcmul_(a3[:, t], h3[:, t - 1])
-        decay = torch.cumprod(a3, dim=1)  # product of a over [0, t] within each chunk
+        torch.cumprod(a3, dim=1, out=decay)
         if n_chunks > 1:
             carry = linear_scan(decay[:-1, -1], h3[:-1, -1].clone(), inplace=True, chunk=chunk)  # state at chunk ends
             h3[1:].addcmul_(decay[1:], carry.unsqueeze(1))
@@ -151,15 +155,17 @@ class _ChunkedSelectiveScan(torch.autograd.Function):
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, softplus: bool):
         work = _work_dtype(u)
         raw = delta.to(work) if delta_bias is None else delta.to(work) + delta_bias.to(work)[:, None]
-        dt = (F.softplus(raw) if softplus else raw).permute(2, 0, 1)  # (L, B, E)
-        u_t = u.to(work).permute(2, 0, 1)
-        B_t, C_t = B.to(work).permute(2, 0, 1), C.to(work).permute(2, 0, 1)  # (L, B, N)
+        # The (L, B, E) and (L, B, N) operands are made time-major contiguous first (they are N or E times
+        # smaller than the states), so every (L, B, E, N) tensor below is born contiguous: no copies in the scan.
+        dt = (F.softplus(raw) if softplus else raw).permute(2, 0, 1).contiguous()  # (L, B, E)
+        u_t = u.to(work).permute(2, 0, 1).contiguous()
+        B_t, C_t = (t.to(work).permute(2, 0, 1).contiguous() for t in (B, C))  # (L, B, N)
         A = A.to(work)
-        decay = torch.exp(dt.unsqueeze(-1) * A)  # (L, B, E, N), in (0, 1] for A < 0
+        decay = torch.mul(dt.unsqueeze(-1), A).exp_()  # (L, B, E, N), in (0, 1] for A < 0
         drive = (dt * u_t).unsqueeze(-1) * B_t.unsqueeze(2)
         h = linear_scan(decay, drive, inplace=True)  # drive is overwritten by the states
         del decay
-        y = (h * C_t.unsqueeze(2)).sum(-1)  # (L, B, E)
+        y = torch.matmul(h, C_t.unsqueeze(-1)).squeeze(-1)  # (L, B, E): sum_n h C without an (L, B, E, N) product
         if D is not None:
             y = y + u_t * D.to(work)
         out = y
@@ -177,11 +183,11 @@ class _ChunkedSelectiveScan(torch.autograd.Function):
         work = _work_dtype(u)
         has_d, has_z, has_bias = ctx.has
         raw = delta.to(work) if delta_bias is None else delta.to(work) + delta_bias.to(work)[:, None]
-        raw = raw.permute(2, 0, 1)  # (L, B, E)
+        raw = raw.permute(2, 0, 1).contiguous()  # (L, B, E)
         dt = F.softplus(raw) if ctx.softplus else raw
-        u_t = u.to(work).permute(2, 0, 1)
-        B_t, C_t = B.to(work).permute(2, 0, 1), C.to(work).permute(2, 0, 1)
-        g_out = grad_out.to(work).permute(2, 0, 1)
+        u_t = u.to(work).permute(2, 0, 1).contiguous()
+        B_t, C_t = (t.to(work).permute(2, 0, 1).contiguous() for t in (B, C))
+        g_out = grad_out.to(work).permute(2, 0, 1).contiguous()
         grad_z = None
         if has_z:
             z_t = z.to(work).permute(2, 0, 1)
@@ -192,13 +198,13 @@ class _ChunkedSelectiveScan(torch.autograd.Function):
             g_y = g_out
         grad_D = (g_y * u_t).sum((0, 1)).to(D.dtype) if has_d else None
         g_u = g_y * D.to(work) if has_d else torch.zeros_like(u_t)
-        grad_C = (h * g_y.unsqueeze(-1)).sum(2)  # (L, B, N)
+        grad_C = torch.matmul(g_y.unsqueeze(-2), h).squeeze(-2)  # (L, B, N) = sum_e g_y h
         g_h = g_y.unsqueeze(-1) * C_t.unsqueeze(2)  # (L, B, E, N)
         if grad_last is not None:
             g_h[-1] += grad_last.to(work)
         # decay_next[t] = exp(dt_{t+1} A) couples g_t to g_{t+1}; decay_next[t-1] is step t's own decay.
         decay_next = torch.empty_like(h)
-        torch.exp(dt[1:].unsqueeze(-1) * A, out=decay_next[:-1])
+        torch.mul(dt[1:].unsqueeze(-1), A, out=decay_next[:-1]).exp_()
         decay_next[-1] = 0
         g = linear_scan(decay_next, g_h, reverse=True, inplace=True)  # dLoss/d drive_t
         # dLoss/d (dt_t A) = g_t * h_{t-1} * decay_t, zero at t = 0 (h_{-1} = 0)
@@ -206,11 +212,11 @@ class _ChunkedSelectiveScan(torch.autograd.Function):
         torch.mul(g[1:], h[:-1], out=g_dtA[1:])
         g_dtA[1:].mul_(decay_next[:-1])
         del decay_next
-        grad_A = (g_dtA * dt.unsqueeze(-1)).sum((0, 1))
         g_dt = (g_dtA * A).sum(-1)  # (L, B, E)
+        grad_A = g_dtA.mul_(dt.unsqueeze(-1)).sum((0, 1))
         del g_dtA
-        g_drive_B = (g * B_t.unsqueeze(2)).sum(-1)  # sum_n g * B, (L, B, E)
-        grad_B = (g * (dt * u_t).unsqueeze(-1)).sum(2)  # (L, B, N)
+        g_drive_B = torch.matmul(g, B_t.unsqueeze(-1)).squeeze(-1)  # sum_n g * B, (L, B, E)
+        grad_B = torch.matmul((dt * u_t).unsqueeze(-2), g).squeeze(-2)  # (L, B, N) = sum_e g dt u
         g_dt = g_dt + g_drive_B * u_t
         g_u = g_u + g_drive_B * dt
         g_raw = g_dt * torch.sigmoid(raw) if ctx.softplus else g_dt

@@ -8,18 +8,31 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import json
 import logging
 import sys
 from pathlib import Path
 
-# Subcommands that live beside the tool they drive: "module:function" adding a subparser.
-PLUGIN_COMMANDS = (
-    "zoo.tools.batch:add_cli",
-    "zoo.tools.finetune:add_cli",
-    "zoo.tools.compare:add_cli",
-    "demos.app:add_cli",
-)
+# Subcommands that live beside the tool they drive: name -> ("module:function" adding its subparser, its help).
+# A tool's module is imported only when its command runs (or shows its own --help): the tools import torch,
+# accelerate and gradio, which take seconds, and `tokenzoo --help` needs none of them. Each help line here
+# is the one the tool's add_cli declares (tests/test_cli_startup.py keeps the two equal).
+PLUGIN_COMMANDS = {
+    "batch": (
+        "zoo.tools.batch:add_cli",
+        "tokenize many files into Parquet shards (resumable; runs under accelerate launch)",
+    ),
+    "finetune": (
+        "zoo.tools.finetune:add_cli",
+        "fine-tune a model through its training_loss with accelerate (resumable)",
+    ),
+    "compare": (
+        "zoo.tools.compare:add_cli",
+        "the same inputs through several models of one modality: one table (Markdown + JSON)",
+    ),
+    "app": ("demos.app:add_cli", "start the Gradio demo on 127.0.0.1"),
+}
 
 
 def load_model(args: argparse.Namespace):
@@ -267,7 +280,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return demo_main(Path(args.out))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _installed(module_name: str) -> bool:
+    """Whether a tool's module is part of this installation (found without importing it)."""
+    try:
+        return importlib.util.find_spec(module_name) is not None
+    except ModuleNotFoundError:  # its parent package (demos) is not installed
+        return False
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``tokenzoo`` parser. Only the tool behind ``command`` (the subcommand about to run) is imported
+    and adds its full subparser; the other tools are listed by name and help, so building the parser
+    imports neither torch nor any family."""
     from zoo.files import MODALITIES
     from zoo.tools.options import add_model_options
 
@@ -341,22 +365,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="out")
     p.set_defaults(func=cmd_demo)
 
-    for target in PLUGIN_COMMANDS:
+    for name, (target, help_text) in PLUGIN_COMMANDS.items():
         module_name, function_name = target.split(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as err:
-            if err.name is None or not module_name.startswith(err.name):
-                raise  # a missing dependency inside the tool is a real error
+        if not _installed(module_name):
             continue  # that tool is not part of this installation
-        getattr(module, function_name)(sub)
+        if name == command:
+            getattr(importlib.import_module(module_name), function_name)(sub)
+        else:
+            sub.add_parser(name, help=help_text)  # listed in --help; never parses arguments
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     from zoo.errors import ZooError
 
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # The only option before the subcommand is a flag (-v), so the first word that is not an option names it.
+    command = next((word for word in argv if not word.startswith("-")), None)
+    parser = build_parser(command)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     try:

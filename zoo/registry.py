@@ -15,13 +15,14 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from zoo.errors import ConfigError, ModelFileNotFoundError, UnknownModelError
 from zoo.families import ARCHITECTURES, CONVERTERS, DEMOS, FAMILIES, UPSTREAM_TARGETS, Family  # noqa: F401 (the table, seen from here)
 from zoo.files import CARD_NAME, CONFIG_NAME, MODALITIES, WEIGHTS_NAME, cards_dir
+
+if TYPE_CHECKING:
+    import torch  # for annotations only: listing models and reading cards needs no torch
 
 logger = logging.getLogger(__name__)
 
