@@ -7,11 +7,12 @@ only by the process that encodes them:
 ``resolve_sources`` does the same and then lets each corpus container stand for its items:
 
 - a **Parquet** file (``.parquet``) or **Arrow** file (``.arrow``, ``.feather``; IPC file or stream, as
-  🤗 datasets caches them) stands for the rows of one column (``field``; by default its only usable
-  column). A string column holds paths (relative ones are read from the container's folder), which
-  become inputs as they are; a column named ``text`` holds the text itself. A binary column, a
-  ``{bytes, path}`` struct (🤗 datasets' ``Audio`` and ``Image`` features) and a numeric list column
-  (arrays: waveforms, keypoints) become sources ``FILE#COLUMN/ROW``.
+  🤗 datasets caches them) stands for the rows of one column (``field``). A string column holds paths
+  (relative ones are read from the container's folder), which become inputs as they are; a column
+  named ``text`` holds the text itself. A binary column, a ``{bytes, path}`` struct (🤗 datasets'
+  ``Audio`` and ``Image`` features) and a numeric list column (arrays: waveforms, keypoints) become
+  sources ``FILE#COLUMN/ROW``. Without ``field``, the column named after the model's modality
+  (``audio``, ``image``, ``text``) is taken, else the only usable one.
 - a **WebDataset** shard (``.tar``) stands for its samples: members grouped by key the way the
   ``webdataset`` package groups them (``webdataset.tariterators.base_plus_ext``: the key is the name
   up to the first dot of its base name, the rest is the extension, lower-cased; ``__meta__`` members
@@ -148,7 +149,7 @@ def resolve_sources(
         elif kind == "tar":
             sources.extend(_shard_sources(path, field, modality))
         else:
-            sources.extend(_table_sources(path, kind, field))
+            sources.extend(_table_sources(path, kind, field, modality))
     unique = list(dict.fromkeys(sources))
     if not unique:
         raise InputError(f"no inputs: the containers in {list(map(os.fspath, inputs))} hold no items")
@@ -211,7 +212,7 @@ def _column_kind(arrow_type, name: str) -> str | None:
     return None
 
 
-def _pick_column(path: str, schema, field: str | None) -> tuple[str, str]:
+def _pick_column(path: str, schema, field: str | None, modality: str | None) -> tuple[str, str]:
     usable = {f.name: kind for f in schema if (kind := _column_kind(f.type, f.name)) is not None}
     if field is not None:
         if field not in schema.names:
@@ -221,6 +222,8 @@ def _pick_column(path: str, schema, field: str | None) -> tuple[str, str]:
                 f"{path}: column {field!r} ({schema.field(field).type}) holds neither paths, text, bytes nor arrays"
             )
         return field, usable[field]
+    if modality in usable:  # a column named after the modality: "audio", "image", "text" (🤗 datasets' names)
+        return modality, usable[modality]
     if len(usable) != 1:
         raise InputError(
             f"{path}: choose the column to tokenize with --field (one of {sorted(usable) or schema.names})"
@@ -228,11 +231,11 @@ def _pick_column(path: str, schema, field: str | None) -> tuple[str, str]:
     return next(iter(usable.items()))
 
 
-def _table_sources(path: str, kind: str, field: str | None) -> list[str]:
+def _table_sources(path: str, kind: str, field: str | None, modality: str | None) -> list[str]:
     import pyarrow.parquet as pq
 
     schema, num_rows = _table_schema(path, kind)
-    column, column_kind = _pick_column(path, schema, field)
+    column, column_kind = _pick_column(path, schema, field, modality)
     if column_kind != "path":
         return [f"{path}#{column}/{row}" for row in range(num_rows)]
     values = (pq.read_table(path, columns=[column]) if kind == "parquet" else _open_arrow(path)).column(column)
@@ -244,17 +247,24 @@ def _table_sources(path: str, kind: str, field: str | None) -> list[str]:
 
 
 # ---- WebDataset shards ------------------------------------------------------------------------------
+def _base_plus_ext(name: str) -> tuple[str | None, str | None]:
+    """webdataset's own split of a member name into (key, extension), so our samples are the ones it yields."""
+    try:
+        from webdataset.tariterators import base_plus_ext
+    except ImportError as err:
+        raise InputError("WebDataset shards need the webdataset package: pip install 'tokenzoo[ray]'") from err
+    return base_plus_ext(name)
+
+
 def _shard_members(path: str) -> OrderedDict[str, dict[str, tarfile.TarInfo]]:
     """A shard's samples in order: key -> {extension: member}, grouped as ``webdataset`` groups them."""
-    from webdataset.tariterators import base_plus_ext
-
     samples: OrderedDict[str, dict[str, tarfile.TarInfo]] = OrderedDict()
     try:
         with tarfile.open(path, "r:*") as tar:
             for member in tar:
                 if not member.isreg() or re.match(r"__[^/]*__($|/)", member.name):
                     continue
-                key, ext = base_plus_ext(member.name)
+                key, ext = _base_plus_ext(member.name)
                 if key is None:
                     continue
                 samples.setdefault(key, {})[ext.lower()] = member
@@ -336,9 +346,7 @@ class InputReader:
     def _shard_item(self, container: str, item: str) -> bytes:
         if container not in self._shards:
             self._shards[container] = _shard_members(container)
-        from webdataset.tariterators import base_plus_ext
-
-        key, ext = base_plus_ext(item) if "." in Path(item).name else (item, None)
+        key, ext = _base_plus_ext(item) if "." in Path(item).name else (item, None)
         members = self._shards[container].get(key)
         if members is None:
             raise InputError(f"{container} holds no sample with key {key!r}")

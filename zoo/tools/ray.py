@@ -22,7 +22,8 @@ length, meta, model, resolved revision) plus ``error``: null for a tokenized row
 ``"load: ..."`` or ``"encode: ..."`` for a bad input, whose token columns are then null. A value of the
 input column is a path or a container source (``zoo.tools.inputs``), bytes (written to a scratch file
 named by their magic number, then ``load_item``), a ``{bytes, path}`` struct (🤗 datasets' Audio and
-Image features), or an array (an item as it is, e.g. a 16 kHz waveform or (F, J, 2) keypoints).
+Image features), a PIL image (written as PNG) or an array (written as ``.npy``: a 16 kHz waveform,
+(F, J, 2) keypoints); every value thus reaches the family as a file its ``load_item`` reads.
 Within a call, items are bucketed and batched exactly as ``tokenzoo batch`` does it
 (``zoo.tools.batch.plan_batches``), and a failing batch is retried item by item.
 
@@ -36,6 +37,7 @@ unlimited by default), so every input appears exactly once.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import math
@@ -169,7 +171,13 @@ class Tokenize:
                 return source, self.model.load_item(self._scratch(data, sniff_suffix(data)))
             if value is None:
                 raise InputError("the value is null")
-            return source, _as_array(value)
+            if _is_pil_image(value):
+                buffer = io.BytesIO()
+                value.save(buffer, format="PNG")
+                return source, self.model.load_item(self._scratch(buffer.getvalue(), ".png"))
+            buffer = io.BytesIO()
+            np.save(buffer, _as_array(value), allow_pickle=False)
+            return source, self.model.load_item(self._scratch(buffer.getvalue(), ".npy"))
         except Exception as err:  # a bad input becomes an error row; the job goes on
             return source, err
 
@@ -208,6 +216,13 @@ def _column(batch: dict[str, Any], name: str, count: int) -> list[Any]:
     if name not in batch:
         return [None] * count
     return [None if v is None or (isinstance(v, float) and math.isnan(v)) else v for v in batch[name]]
+
+
+def _is_pil_image(value: Any) -> bool:
+    import sys
+
+    image = sys.modules.get("PIL.Image")  # a PIL image implies PIL is imported
+    return image is not None and isinstance(value, image.Image)
 
 
 def _as_array(value: Any) -> np.ndarray:
