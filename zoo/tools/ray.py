@@ -337,6 +337,9 @@ def run(
         "max_batch_units": max_batch_units,
         "encode_kwargs": encode_kwargs,
     }
+    # Ray Data already restarts dead actors and retries their tasks without limit (-1); only other
+    # limits are passed on (as Ray remote arguments, which Ray 2.60 warns it will rename).
+    restarts = {k: v for k, v in (("max_restarts", max_restarts), ("max_task_retries", max_task_retries)) if v != -1}
     tokens = dataset.map_batches(
         Tokenize,
         fn_constructor_kwargs=constructor,
@@ -345,8 +348,7 @@ def run(
         compute=ray.data.ActorPoolStrategy(size=pool),
         num_cpus=num_cpus,
         num_gpus=num_gpus,
-        max_restarts=max_restarts,
-        max_task_retries=max_task_retries,
+        **restarts,
     ).materialize()
     out.mkdir(parents=True, exist_ok=True)
     # Splitting the rows is light Arrow work: it asks for no CPU, so it need not wait for the actor
