@@ -8,11 +8,13 @@ Adding tokens to a dataset (the function loads the model once; ``map`` calls it 
     ds = datasets.load_dataset("parquet", data_files="clips.parquet", split="train")
     ds = ds.cast_column("audio", datasets.Audio(decode=False))     # {bytes, path}: tokenzoo decodes itself
     add_tokens = TokenColumns("s3tokenizer-tiny", column="audio")
-    ds = ds.map(add_tokens, batched=True, batch_size=32)
+    ds = ds.map(add_tokens, batched=True, batch_size=32, features=add_tokens.output_features(ds.features))
 
 It adds ``TOKEN_FEATURES``' columns (``ids``, ``embeddings``, ``length``, ``meta``, ``model``,
 ``revision`` and ``error``, null for a tokenized row), the values ``tokenzoo batch`` writes for the
-same inputs; ``prefix`` renames them (``prefix="tok_"`` -> ``tok_ids``...). The input column may hold
+same inputs. Pass ``features=add_tokens.output_features(ds.features)``: without it ``datasets`` infers
+each column's type from the first batch, and a column that is null there (``embeddings`` of a discrete
+model) is typed null. ``prefix`` renames them (``prefix="tok_"`` -> ``tok_ids``...). The input column may hold
 paths, bytes, ``{bytes, path}`` structs, decoded ``{array, sampling_rate}`` audio (written to a WAV
 file first, so the family resamples it as it resamples files), PIL images or arrays; see
 ``zoo.tools.ray.Tokenize``, whose per-batch logic this shares.
@@ -87,15 +89,21 @@ class TokenColumns:
         self.prefix = prefix
 
     def __call__(self, batch: dict[str, list]):
-        """A ``datasets`` batch (dict of lists) -> a pyarrow Table of the token columns."""
+        """A ``datasets`` batch (dict of lists) -> the token columns (lists; ``map`` adds them to the batch)."""
         values = [_plain(v) for v in batch[self.column]]
         table = self.stage({self.column: values})
         table = table.drop_columns(["source", "index"])
-        return table.rename_columns([self.prefix + name for name in table.column_names])
+        return {self.prefix + name: table.column(name).to_pylist() for name in table.column_names}
 
     @property
-    def features(self):
+    def features(self) -> datasets.Features:
+        """The features of the added columns (``token_features(prefix)``)."""
         return token_features(self.prefix)
+
+    def output_features(self, features: datasets.Features) -> datasets.Features:
+        """``features`` (the dataset's) plus the added columns: pass it as ``map(..., features=...)`` so the
+        token columns keep their types even in a batch where all of them are null."""
+        return datasets.Features({**features, **self.features})
 
 
 def _plain(value: Any) -> Any:

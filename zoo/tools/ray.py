@@ -87,6 +87,8 @@ class Tokenize:
         dtype, revision, local_files_only: ``zoo.load``'s.
         batch_size, max_batch_units: ``tokenzoo batch``'s bucketing within one call.
         encode_kwargs: passed to ``encode``.
+        strings_are_text: strings in ``column`` are the text itself, not paths; by default when the
+            column is named ``text`` (the rule ``zoo.tools.inputs`` follows for tables).
 
     An ``index`` column, where the input has one, is carried into the rows; so is a ``source`` column
     when ``column`` holds bytes or arrays (else such rows have a null source, or the struct's path).
@@ -104,6 +106,7 @@ class Tokenize:
         batch_size: int = 16,
         max_batch_units: int | None = None,
         encode_kwargs: dict[str, Any] | None = None,
+        strings_are_text: bool | None = None,
     ):
         import zoo
 
@@ -118,6 +121,7 @@ class Tokenize:
         self.model = model.eval()
         self.name, self.revision = model_identity(self.model)
         self.column = column
+        self.strings_are_text = column == "text" if strings_are_text is None else strings_are_text
         self.batch_size = batch_size
         self.max_batch_units = max_batch_units
         self.encode_kwargs = dict(encode_kwargs or {})
@@ -154,6 +158,8 @@ class Tokenize:
         """(source, item) for one value of the input column; the item is the exception when it fails."""
         source = None if name is None else str(name)
         try:
+            if isinstance(value, (str, np.str_)) and self.strings_are_text:
+                return source, self.model.load_item(self._scratch(str(value).encode("utf-8"), ".txt"))
             if isinstance(value, (str, np.str_, os.PathLike)):
                 source = os.fspath(value)
                 return source, self.model.load_item(self.reader.local_path(source))
