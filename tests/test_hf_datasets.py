@@ -84,3 +84,15 @@ def test_a_bad_row_gets_an_error_and_the_map_goes_on(tmp_path):
     assert mapped[0]["error"] is None and mapped[0]["length"] > 0
     assert mapped[1]["ids"] is None and mapped[1]["error"].startswith("encode: ")
     assert json.loads(mapped[0]["meta"])["sample_rate"] == 16000
+
+
+def test_the_readme_datasets_example_runs_as_written(tmp_path, monkeypatch, capsys):
+    import re
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    (block,) = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "TokenColumns" in b]
+    monkeypatch.chdir(tmp_path)
+    zoo.tools.batch.run("bpe-tiny", write_texts(tmp_path / "texts", ["one text", "two"]), "tokens", progress=False)
+    exec(compile(block, "README.md:datasets", "exec"), {})
+    printed = capsys.readouterr().out
+    assert printed.splitlines()[0].endswith(" None") and printed.splitlines()[1] == f"True {tmp_path}/texts/doc0.txt"

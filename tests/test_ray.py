@@ -193,3 +193,15 @@ def test_the_engine_refuses_a_folder_that_holds_files_unless_told_to_overwrite(t
     (tmp_path / "o" / "old.parquet").write_bytes(b"")
     with pytest.raises(ConfigError, match="--overwrite"):
         zoo.tools.ray.run("byte-utf8", ["x.txt"], tmp_path / "o")
+
+
+def test_the_readme_ray_data_example_runs_as_written(monkeypatch, capsys):
+    import re
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    (block,) = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "zoo.ray.Tokenize" in b]
+    monkeypatch.chdir(ROOT)
+    exec(compile(block, "README.md:ray", "exec"), {})
+    model = zoo.load("s3tokenizer-tiny")
+    firsts = {str(model.encode(model.collate([model.load_item(c)])).ids[0][:8].tolist()) for c in CLIPS[:2]}
+    assert capsys.readouterr().out.strip() in firsts
