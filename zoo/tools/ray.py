@@ -54,12 +54,11 @@ import torch
 from zoo.api import ZooModel
 from zoo.errors import ConfigError, InputError
 from zoo.files import atomic_write
-from zoo.tools.batch import ERRORS_NAME, MANIFEST_NAME, _schema, model_identity, plan_batches, token_rows
+from zoo.tools.batch import ERRORS_NAME, FORMAT, MANIFEST_NAME, _schema, model_identity, plan_batches, token_rows
 from zoo.tools.inputs import InputReader, resolve_sources, sniff_suffix
 
 logger = logging.getLogger(__name__)
 
-FORMAT = "tokenzoo.batch/1"
 ERRORS_DIR = "errors"
 ROW_COLUMNS = ("source", "index", "ids", "embeddings", "length", "meta", "model", "revision")
 
