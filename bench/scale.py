@@ -20,8 +20,10 @@ Four runs on the same inputs:
 - end to end: the wall time of ``zoo.tools.ray.run`` (``tokenzoo batch --engine ray``, Parquet written),
   1 and 2 actors, start-up included, for reference.
 
-The ideal column is the one-worker rate times the workers. Efficiency = speedup / workers. On a shared
-2-core machine other jobs take cores away; the load average is printed beside the figures.
+Each configuration runs ``--repeats`` times (1 and 2 workers alternating) and the best rate is kept:
+a busy machine only slows runs down. The ideal column is the one-worker rate times the workers.
+Efficiency = speedup / workers. On a shared 2-core machine other jobs take cores away; the load
+average is printed beside the figures.
 The last line is one JSON object: ``ray_two_actor_efficiency`` (steady state) is the headline.
 """
 
@@ -154,6 +156,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, nargs=2, default=(4.0, 10.0), metavar=("LOW", "HIGH"))
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--shard-size", type=int, default=25, help="inputs per batch shard / per Ray task at most")
+    parser.add_argument("--repeats", type=int, default=2, help="runs of each configuration, alternating; best kept")
     parser.add_argument("--batch-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--list-file", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -182,10 +185,12 @@ def main() -> None:
     print(f"{os.cpu_count()} cores; one thread per worker; load average before: {os.getloadavg()[0]:.2f}")
 
     rates: dict[str, float] = {}
-    for processes in (1, 2):
-        start, end = run_batch(processes, list_file, work / f"batch{processes}", args)
-        rates[f"batch_{processes}"] = n / (end - start)
-        print(f"  tokenzoo batch, {processes} process(es): {rates[f'batch_{processes}']:.1f} items/s")
+    for repeat in range(args.repeats):  # 1 and 2 alternate; the best of the repeats is kept
+        for processes in (1, 2):
+            start, end = run_batch(processes, list_file, work / f"batch{processes}-{repeat}", args)
+            rate = n / (end - start)
+            rates[f"batch_{processes}"] = max(rate, rates.get(f"batch_{processes}", 0.0))
+            print(f"  tokenzoo batch, {processes} process(es): {rate:.1f} items/s")
 
     os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
     os.environ["OMP_NUM_THREADS"] = "1"
@@ -195,12 +200,14 @@ def main() -> None:
     context.wait_for_min_actors_s = 600  # the whole pool is up (model loaded) before the first call
     walls: dict[int, float] = {}
     try:
-        for actors in (1, 2):
-            start, end, errors = run_ray_stage(actors, inputs, args)
-            if errors:
-                raise SystemExit(f"{errors} inputs failed in the Ray stage")
-            rates[f"ray_{actors}"] = n / (end - start)
-            print(f"  Ray, {actors} actor(s): {rates[f'ray_{actors}']:.1f} items/s")
+        for _ in range(args.repeats):
+            for actors in (1, 2):
+                start, end, errors = run_ray_stage(actors, inputs, args)
+                if errors:
+                    raise SystemExit(f"{errors} inputs failed in the Ray stage")
+                rate = n / (end - start)
+                rates[f"ray_{actors}"] = max(rate, rates.get(f"ray_{actors}", 0.0))
+                print(f"  Ray, {actors} actor(s): {rate:.1f} items/s")
         for actors in (1, 2):
             began = time.time()
             zoo.tools.ray.run(
