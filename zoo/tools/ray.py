@@ -48,7 +48,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import ray
 import torch
 
 from zoo.api import ZooModel
@@ -213,8 +212,20 @@ class Tokenize:
         return rows
 
 
+def _ray():
+    try:
+        import ray
+    except ImportError as err:
+        raise ConfigError("the Ray engine needs Ray Data: pip install 'tokenzoo[ray]'") from err
+    return ray
+
+
 def _actor_has_gpu() -> bool:
-    return bool(ray.is_initialized() and ray.get_gpu_ids()) and torch.cuda.is_available()
+    """True inside a Ray actor that was given a GPU (outside Ray, e.g. under ``datasets.map``: False)."""
+    import sys
+
+    ray = sys.modules.get("ray")  # an actor has imported ray; without it there is no actor
+    return bool(ray is not None and ray.is_initialized() and ray.get_gpu_ids()) and torch.cuda.is_available()
 
 
 def _column(batch: dict[str, Any], name: str, count: int) -> list[Any]:
@@ -258,6 +269,7 @@ def _keep_errors(table):
 
 def actor_pool_size(num_cpus: float, num_gpus: float) -> int:
     """How many actors the cluster holds at ``num_cpus``/``num_gpus`` each (at least one)."""
+    ray = _ray()
     resources = ray.cluster_resources()
     if num_gpus > 0:
         return max(1, int(resources.get("GPU", 0) // num_gpus))
@@ -299,6 +311,7 @@ def run(
     """
     import zoo
 
+    ray = _ray()
     if resume:
         raise ConfigError("--resume is the accelerate engine's; the Ray engine retries failed tasks itself")
     if batch_size < 1 or shard_size < 1:
