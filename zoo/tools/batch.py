@@ -20,6 +20,14 @@ leaving out per-sample tensors of more than ``MAX_META_VALUES`` values, such as 
 ``model`` and ``revision`` (the Hub commit sha the model was loaded at; for a local folder the
 sha256 of its weights). ``manifest.json`` lists the shards, counts and the model.
 
+Corpus containers: a Parquet/Arrow file or a WebDataset shard stands for its items (``field`` names
+the column, or the member extensions); ``zoo.tools.inputs`` is the one reader layer every engine uses.
+
+Engines: this module is the one-machine engine (one process, or the processes ``accelerate launch``
+starts); ``engine="ray"`` (``--engine ray [--address ADDR]``) runs the same job on a Ray cluster
+through ``zoo.tools.ray`` and writes Parquet with Ray's writer. ``ENGINES`` names each engine's
+runner as "module:function", imported only when chosen (Ray is an optional extra).
+
 The run reaches the family only through the hooks ``zoo.api.ZooModel`` declares: ``load_item``
 (one file -> one item), ``batch_key`` (bucketing) and ``collate`` (items -> the batch ``encode`` takes).
 """
@@ -43,7 +51,7 @@ import torch
 from zoo.api import Tokens, ZooModel, check_device, check_output_dir
 from zoo.errors import ConfigError, InputError
 from zoo.files import WEIGHTS_NAME, atomic_write, sha256_file
-from zoo.tools.inputs import resolve_inputs
+from zoo.tools.inputs import InputReader, resolve_sources
 from zoo.tools.options import add_model_options, model_options, process_state
 
 logger = logging.getLogger(__name__)
@@ -52,6 +60,8 @@ PLAN_NAME = "plan.json"
 MANIFEST_NAME = "manifest.json"
 ERRORS_NAME = "errors.jsonl"
 FORMAT = "tokenzoo.batch/1"
+# Each engine's runner, imported only when chosen; each takes ``run``'s arguments.
+ENGINES = {"accelerate": "zoo.tools.batch:run", "ray": "zoo.tools.ray:run"}
 
 
 # ---- model identity ----------------------------------------------------------------------------
@@ -156,6 +166,7 @@ class _Job:
     batch_size: int
     max_batch_units: int | None
     encode_kwargs: dict[str, Any]
+    reader: InputReader
 
 
 def _encode_rows(job: _Job, items: list[Any]) -> list[dict[str, Any]]:
@@ -179,7 +190,7 @@ def _run_shard(job: _Job, shard: list[tuple[int, str]], out_path: Path, progress
     errors: list[dict[str, Any]] = []
     for index, source in shard:
         try:
-            loaded.append((index, source, job.model.load_item(source)))
+            loaded.append((index, source, job.model.load_item(job.reader.local_path(source))))
         except Exception as err:  # a bad input must not stop the run
             errors.append(_error(source, index, "load", err))
             progress.update(1)
@@ -205,6 +216,7 @@ def _run_shard(job: _Job, shard: list[tuple[int, str]], out_path: Path, progress
     text = "".join(json.dumps(e, sort_keys=True) + "\n" for e in errors)
     atomic_write(errors_path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     atomic_write(out_path, lambda tmp: pq.write_table(table, tmp))
+    job.reader.clear()  # the shard's scratch files (container items) are no longer needed
     return len(rows), len(errors)
 
 
@@ -225,10 +237,12 @@ def run(
     local_files_only: bool = False,
     progress: bool = True,
     encode_kwargs: dict[str, Any] | None = None,
+    field: str | None = None,
 ) -> dict[str, Any]:
     """Tokenize ``inputs`` with ``model`` into Parquet shards under ``out_dir``; return the manifest.
 
     ``model`` is a registered name, ``"hf-hub:org/repo@rev"``, a folder, or a loaded ZooModel;
+    ``field`` is the column of Parquet/Arrow inputs, or the member extensions of WebDataset shards;
     ``revision``, ``device``, ``dtype`` and ``local_files_only`` are ``zoo.load``'s.
     Runs on every process ``accelerate launch`` started (one when run plainly).
     """
@@ -251,7 +265,7 @@ def run(
     name, revision = model_identity(model)
 
     out = Path(out_dir)
-    paths = resolve_inputs(inputs)
+    paths = resolve_sources(inputs, field=field, modality=model.modality)
     plan = {
         "format": FORMAT,
         "model": name,
@@ -279,8 +293,8 @@ def run(
     todo = [i for i in range(len(shards)) if not (out / shard_name(i)).is_file()]
     if resume and len(todo) < len(shards):
         logger.info("resuming: %d of %d shards already written", len(shards) - len(todo), len(shards))
-    job = _Job(model, name, revision, batch_size, max_batch_units, dict(encode_kwargs or {}))
-    with state.split_between_processes(todo) as mine:
+    job = _Job(model, name, revision, batch_size, max_batch_units, dict(encode_kwargs or {}), InputReader())
+    with job.reader, state.split_between_processes(todo) as mine:
         total = sum(len(shards[i]) for i in mine)
         desc = f"batch {name} [{state.process_index}]"
         bar = tqdm(total=total, desc=desc, unit="item", disable=not progress, file=sys.stderr)
@@ -367,11 +381,40 @@ def add_cli(subparsers) -> None:
     p.add_argument("--overwrite", action="store_true", help="delete a previous run in --out first")
     add_model_options(p, device_help="default: the device accelerate assigns this process")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--field", default=None, help="Parquet/Arrow column, or WebDataset member extensions ('flac;wav')")
+    engine = p.add_argument_group("engine", "where the job runs (see zoo.tools.ray for the Ray engine)")
+    engine.add_argument("--engine", choices=sorted(ENGINES), default="accelerate", help="default: accelerate")
+    engine.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else local)")
+    engine.add_argument("--actors", type=int, default=None, help="Ray actor pool size (default: fill the cluster)")
+    engine.add_argument("--cpus-per-actor", type=float, default=None, help="Ray: CPUs per actor (default 1)")
+    engine.add_argument("--gpus-per-actor", type=float, default=None, help="Ray: GPUs per actor, 0.25 shares one")
     p.set_defaults(func=_cli)
 
 
+_RAY_OPTIONS = {"address": "address", "actors": "actors", "cpus_per_actor": "num_cpus", "gpus_per_actor": "num_gpus"}
+
+
+def _engine_runner(args: argparse.Namespace):
+    """(runner, extra keyword arguments) of the engine ``--engine`` names, imported only now."""
+    import importlib
+
+    extra = {key: getattr(args, opt) for opt, key in _RAY_OPTIONS.items() if getattr(args, opt) is not None}
+    if args.engine != "ray" and extra:
+        flags = ", ".join("--" + opt.replace("_", "-") for opt in _RAY_OPTIONS if getattr(args, opt) is not None)
+        raise ConfigError(f"{flags} belong to --engine ray")
+    module, function = ENGINES[args.engine].split(":")
+    try:
+        runner = getattr(importlib.import_module(module), function)
+    except ImportError as err:
+        raise ConfigError(
+            f"--engine {args.engine} needs the {args.engine} extra: pip install 'tokenzoo[{args.engine}]'"
+        ) from err
+    return runner, extra
+
+
 def _cli(args: argparse.Namespace) -> int:
-    manifest = run(
+    runner, extra = _engine_runner(args)
+    manifest = runner(
         args.model,
         args.inputs,
         args.out,
@@ -381,7 +424,9 @@ def _cli(args: argparse.Namespace) -> int:
         resume=args.resume,
         overwrite=args.overwrite,
         progress=not args.no_progress,
+        field=args.field,
         **model_options(args),
+        **extra,
     )
     if process_state().is_main_process:
         print(
