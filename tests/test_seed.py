@@ -135,6 +135,26 @@ def test_bad_images_are_refused_with_a_message_naming_the_problem(model, bad, me
         model.encode(bad)
 
 
+@pytest.mark.parametrize("size", [(53, 37), (29, 61), (241, 300), (40, 40), (12, 20), (28, 90), (90, 28)])
+def test_the_squash_resize_is_pillow_13s_on_any_pillow(size):
+    """Pillow 13 runs the vertical pass first when the height shrinks by more than twice the width's pixels;
+    Pillow 12 never does. Elsewhere both equal Pillow's own resize; on Pillow >= 13 everywhere."""
+    import PIL
+
+    from vision.seed.model import pil_squash, vertical_pass_first
+
+    image = pictures(1, seed=7, size=size)[0]
+    ours = np.asarray(pil_squash(image, 28, 28))
+    pillows = np.asarray(image.resize((28, 28), Image.Resampling.BICUBIC))
+    assert ours.shape == (28, 28, 3)
+    both_passes = size[0] != 28 and size[1] != 28  # a one-axis resize has one pass: no order to get wrong
+    if int(PIL.__version__.split(".")[0]) >= 13 or not (both_passes and vertical_pass_first(*size, 28, 28)):
+        assert np.array_equal(ours, pillows)
+    else:  # Pillow 12 goes horizontally first: the rounded intermediate differs
+        vertical_first = image.resize((size[0], 28), Image.Resampling.BICUBIC).resize((28, 28), Image.BICUBIC)
+        assert np.array_equal(ours, np.asarray(vertical_first)) and not np.array_equal(ours, pillows)
+
+
 def test_a_file_that_is_not_an_image_is_refused_by_name(model, tmp_path):
     (tmp_path / "notes.png").write_text("not a picture")
     with pytest.raises(InputError, match="cannot read .*notes.png"):
