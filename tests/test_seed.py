@@ -492,3 +492,12 @@ def test_an_upstream_state_dict_with_an_unknown_key_is_refused_by_name(model):
     state["Qformer.bert.encoder.layer.0.surprise.weight"] = torch.zeros(1)
     with pytest.raises(CheckpointMismatchError, match="surprise"):
         load_upstream_state(state, TEST_CONFIG)
+
+
+def test_a_conversion_option_that_is_not_a_release_setting_is_refused_by_name(release_model, tmp_path):
+    from vision.seed.convert import convert_checkpoint
+
+    quantizer, vit = write_release(tmp_path / "release", release_model)
+    with pytest.raises(ConfigError, match="unknown SEED conversion option.*vit_width.*vit_depth"):
+        convert_checkpoint("seed-tokenizer-2", quantizer, tmp_path / "out", vit=vit, vit_width=3)
+    assert not (tmp_path / "out").exists()

@@ -40,8 +40,14 @@ def _model(fixture_dir: Path, weights_file: Path):
 
     config = parity_fixture(fixture_dir, "seed").config
     weights = load_file(str(weights_file))
+    settings = upstream_settings(config)
+    return load_upstream_state(weights, config_from_shapes({k: tuple(v.shape) for k, v in weights.items()}, **settings))
+
+
+def upstream_settings(config: dict) -> dict:
+    """What no weight holds, from the fixture's config.json: head counts, the cross-attention period, causality."""
     built = config["constructor"]
-    settings = dict(
+    return dict(
         vit_heads=built["vision_encoder"]["kwargs"]["num_heads"],
         qformer_heads=built["qformer"]["bert_config"]["num_attention_heads"],
         detok_heads=config["hyperparameters"]["blocks_image"]["num_heads"],
@@ -49,7 +55,6 @@ def _model(fixture_dir: Path, weights_file: Path):
         # upstream's BertModel switches the causal query mask on when exactly 32 queries come in
         causal_queries=built["kwargs"]["num_query_token"] == 32,
     )
-    return load_upstream_state(weights, config_from_shapes({k: tuple(v.shape) for k, v in weights.items()}, **settings))
 
 
 def _fixture(fixture_dir):
