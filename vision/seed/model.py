@@ -544,7 +544,7 @@ class SEED(ImageTokenizer):
         the tokens carries what the tokens said (SEED's papers use CLIP similarity in the same spirit).
         """
         return {
-            "name": "embedding cosine",
+            "name": "reconstruction embedding cosine",
             "value": float(self.embedding_similarity(items, reconstructions).mean()),
             "protocol": "cosine between the generation embeddings of encode(x) and of encode(decode(encode(x))), "
             "mean over images, decode with seed 0 and the config's sampler",
