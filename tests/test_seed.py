@@ -127,6 +127,9 @@ def test_grayscale_and_rgba_pictures_are_converted_to_rgb_as_upstream_does(model
         (np.zeros((8, 8, 3), dtype=np.float32), "must be uint8"),
         (np.zeros((8, 8, 2), dtype=np.uint8), "HxW, HxWx1, HxWx3 or HxWx4"),
         ("no/such/picture.png", "image file not found"),
+        (torch.zeros(3, 28, 28), "must have 4 dimensions"),
+        (torch.zeros(1, 3, 28, 28, dtype=torch.uint8), "must be floating point"),
+        (torch.full((1, 3, 28, 28), float("nan")), "NaN"),
         ([], "no images given"),
     ],
 )
@@ -180,6 +183,7 @@ def test_decode_to_the_generation_embedding_needs_no_pixel_decoder(model):
         (Tokens(ids=torch.zeros(1, 33, dtype=torch.int64)), "exactly 32 tokens"),
         (Tokens(ids=torch.zeros(1, 32, dtype=torch.int64), mask=torch.arange(32)[None] < 8), "all 32 tokens"),
         (Tokens(embeddings=torch.zeros(1, 32, 8)), "discrete ids"),
+        (torch.zeros(1, 32, dtype=torch.int64), "decode takes zoo.Tokens, got Tensor"),
     ],
 )
 def test_bad_tokens_are_refused_before_decoding(model, tokens, message):

@@ -115,3 +115,26 @@ def test_tokenzoo_finetune_trains_seed_tiny_into_a_model_folder_whose_card_recor
     assert tokens.ids.shape == (len(model.sample_inputs()), 32)
     size = tuned.config.pixel_size  # the tiny pixel decoder draws at its own size
     assert tuned.decode(tokens).shape == (len(model.sample_inputs()), 3, size, size)
+
+
+def test_tokenzoo_encode_and_decode_round_trip_pictures_and_refuse_bad_files_with_exit_2(model, tmp_path, capsys):
+    from zoo.api import Tokens
+
+    paths = pictures(tmp_path / "in")
+    assert main(["encode", MODEL, *paths, "--out", str(tmp_path / "t.safetensors")]) == 0
+    assert torch.equal(Tokens.load(tmp_path / "t.safetensors").ids, model.encode(paths).ids)
+    assert main(["decode", MODEL, str(tmp_path / "t.safetensors"), "--out", str(tmp_path / "pictures")]) == 0
+    assert sorted(p.name for p in (tmp_path / "pictures").iterdir()) == ["item0000.png", "item0001.png", "item0002.png"]
+    capsys.readouterr()
+
+    (tmp_path / "notes.png").write_text("not a picture")
+    Tokens(ids=torch.zeros(1, 31, dtype=torch.int64)).save(tmp_path / "short.safetensors")
+    Tokens(ids=torch.full((1, 32), 512)).save(tmp_path / "outside.safetensors")
+    for argv, message in [
+        (["encode", MODEL, str(tmp_path / "notes.png"), "--out", str(tmp_path / "x.safetensors")], "notes.png"),
+        (["decode", MODEL, str(tmp_path / "short.safetensors"), "--out", str(tmp_path / "x")], "exactly 32 tokens"),
+        (["decode", MODEL, str(tmp_path / "outside.safetensors"), "--out", str(tmp_path / "x")], "[0, 512)"),
+    ]:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
