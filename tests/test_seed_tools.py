@@ -49,6 +49,7 @@ def test_no_tool_or_app_tab_names_an_image_family():
     assert naming == []
 
 
+@pytest.mark.slow
 def test_the_demo_table_has_a_seed_tiny_row_with_bits_per_pixel_similarity_usage_and_time(tmp_path, capsys):
     from zoo.tools.demo import main as demo_main
 
@@ -98,6 +99,7 @@ def test_tokenzoo_compare_puts_seed_tiny_and_flextok_tiny_side_by_side_on_the_sa
     assert f"| {MODEL} |" in markdown and "| flextok-tiny |" in markdown
 
 
+@pytest.mark.slow
 def test_tokenzoo_finetune_trains_seed_tiny_into_a_model_folder_whose_card_records_the_run(model, tmp_path, capsys):
     data = model.sample_inputs() + pictures(tmp_path / "in")
     argv = ["finetune", MODEL, "--data", *data, "--out", str(tmp_path / "run"), "--steps", "2", "--batch-size", "3"]
