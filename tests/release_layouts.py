@@ -338,3 +338,59 @@ def official_card_copy(name: str, cards: Path, files: list[dict] | None = None, 
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "README.md").write_text(str(card))
     return cards
+
+
+# ---- SEED: seed_quantizer.pt (AILab-CVC/seed-tokenizer-2) and LAVIS's eva_vit_g.pth ----------------------
+SEED_VIT = "visual_encoder."
+
+
+def seed_blip2_extras(state: dict[str, Tensor], vocab: int = 30, positions: int = 16) -> dict[str, Tensor]:
+    """The BLIP-2 tensors the release carries beside the tokenizer's (upstream's strict=False load reports them
+    as unexpected): the Q-Former's text branch (word and position embeddings, each layer's text FFN), the
+    masked-LM head, the contrastive and matching heads and the temperature. Shapes follow the Q-Former width
+    and FFN size of ``state``; the vocabulary and position counts are small stand-ins for BERT's."""
+    width = state["query_tokens"].shape[-1]
+    ffn = state["Qformer.bert.encoder.layer.0.intermediate_query.dense.weight"].shape[0]
+    layers = sorted({int(k.split(".")[4]) for k in state if k.startswith("Qformer.bert.encoder.layer.")})
+    shapes: dict[str, tuple[int, ...]] = {
+        "Qformer.bert.embeddings.word_embeddings.weight": (vocab, width),
+        "Qformer.bert.embeddings.position_embeddings.weight": (positions, width),
+    }
+    for i in layers:
+        layer = f"Qformer.bert.encoder.layer.{i}."
+        shapes.update({layer + "intermediate.dense.weight": (ffn, width), layer + "intermediate.dense.bias": (ffn,)})
+        shapes.update({layer + "output.dense.weight": (width, ffn), layer + "output.dense.bias": (width,)})
+        shapes.update({layer + "output.LayerNorm.weight": (width,), layer + "output.LayerNorm.bias": (width,)})
+    head = "Qformer.cls.predictions."
+    shapes.update({head + "bias": (vocab,), head + "decoder.weight": (vocab, width)})
+    shapes.update({head + "transform.dense.weight": (width, width), head + "transform.dense.bias": (width,)})
+    shapes.update({head + "transform.LayerNorm.weight": (width,), head + "transform.LayerNorm.bias": (width,)})
+    for proj in ("vision_proj", "text_proj"):
+        shapes.update({f"{proj}.weight": (256, width), f"{proj}.bias": (256,)})
+    shapes.update({"itm_head.weight": (2, width), "itm_head.bias": (2,), "temp": ()})
+    g = torch.Generator().manual_seed(0)
+    return {key: torch.randn(shape, generator=g) * 0.02 for key, shape in shapes.items()}
+
+
+def save_seed_release(state: dict[str, Tensor], folder: Path, extra_vit_blocks: int = 1) -> tuple[Path, Path]:
+    """``Blip2QformerQuantizer.state_dict()`` (upstream names) -> the two files the release is made of:
+
+    - ``seed_quantizer.pt``: ``torch.save`` of the bare state_dict without the ViT (``visual_encoder.*``),
+      with the Q-Former's ``position_ids`` buffer and the BLIP-2 extras (``seed_blip2_extras``);
+    - ``eva_vit_g.pth``: the ViT as LAVIS saves it, a bare state_dict without prefix, holding
+      ``extra_vit_blocks`` more blocks than SEED runs (EVA-CLIP-g has 40 blocks, SEED runs 39). LAVIS's file is
+      float16; this one keeps the weights' float32 so that the ids can be compared with the fixture's.
+    """
+    from collections import OrderedDict
+
+    quantizer = OrderedDict((k, v.clone()) for k, v in state.items() if not k.startswith(SEED_VIT))
+    quantizer.update(seed_blip2_extras(state))
+    vit = OrderedDict((k[len(SEED_VIT) :], v.clone()) for k, v in state.items() if k.startswith(SEED_VIT))
+    depth = 1 + max(int(k.split(".")[1]) for k in vit if k.startswith("blocks."))
+    last = f"blocks.{depth - 1}."
+    for i in range(depth, depth + extra_vit_blocks):
+        vit.update({k.replace(last, f"blocks.{i}.", 1): v.clone() for k, v in vit.items() if k.startswith(last)})
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(quantizer, folder / "seed_quantizer.pt")
+    torch.save(vit, folder / "eva_vit_g.pth")
+    return folder / "seed_quantizer.pt", folder / "eva_vit_g.pth"

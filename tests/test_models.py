@@ -1,10 +1,10 @@
 """One behaviour test over every bundled model, as timm's tests/test_models.py is over ``list_models()``.
 
 For each model whose files ship in hub_cards/ (``zoo.registry.bundled_models``), on its own sample
-inputs: encode shapes and masks, no NaN, the same tokens on every call and for an item alone as in a
-batch, equal outputs after save_pretrained -> load, a meta-device load equal to a normal build,
-bfloat16 runs, and the declared capabilities (``supports_decode``, ``supports_training``, ``tasks``)
-tell the truth. A new family is covered the moment its tiny model is bundled.
+inputs: encode shapes and masks, no NaN in tokens or decoded tensors, the same tokens on every call
+and for an item alone as in a batch, equal outputs after save_pretrained -> load, a meta-device load
+equal to a normal build, bfloat16 runs, and the declared capabilities (``supports_decode``,
+``supports_training``, ``tasks``) tell the truth. A new family is covered the moment its tiny model is bundled.
 """
 
 from __future__ import annotations
@@ -143,7 +143,9 @@ def test_decode_works_exactly_when_the_model_declares_it(name):
     batch = model.collate(items)
     tokens = model.encode(batch)
     if model.supports_decode:
-        model.decode(tokens)
+        decoded = model.decode(tokens)
+        if isinstance(decoded, torch.Tensor) and decoded.is_floating_point():  # images, poses, waveforms
+            assert decoded.shape[0] == len(items) and bool(torch.isfinite(decoded).all())
         assert len(model.reconstruct(batch, tokens)) == len(items)
     else:
         with pytest.raises(NotSupportedError):

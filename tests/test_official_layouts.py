@@ -229,3 +229,50 @@ def test_parity_hot_motionbert_best_epoch_bin_with_a_numpy_min_loss_converts_wit
     card = read_card_data(tmp_path / "converted" / "README.md")
     assert card["converted_with"]["prune_before_block"] == c["layer_index"]
     assert "prune_before_block=" in card["weights"] and "(given)" in card["weights"]
+
+
+# ---- SEED: seed_quantizer.pt in AILab-CVC/seed-tokenizer-2, the EVA ViT-g off the Hub ---------------------
+@pytest.mark.parametrize("fixture_dir", parity_params("seed"))
+def test_parity_seed_card_loads_the_hub_quantizer_and_the_vit_given_to_tokenzoo_convert_with_upstreams_ids(
+    fixture_dir, hub, tmp_path, monkeypatch, caplog, capsys
+):
+    import logging
+
+    from tests.helpers import parity_fixture
+    from tests.release_layouts import save_seed_release, seed_blip2_extras
+    from tests.test_seed_parity import _fixture, assert_upstream_ids, upstream_settings
+    from zoo.cli import main
+    from zoo.errors import OffHubWeightsError
+    from zoo.official import read_pins
+
+    config, io, _, tols = _fixture(fixture_dir)
+    state = load_file(parity_fixture(fixture_dir, "seed").weights_file)
+    name = "seed-tokenizer-2"
+    quantizer_spec, vit_spec = card_data(name)["upstream_files"]
+    assert (quantizer_spec["filename"], vit_spec["option"]) == ("seed_quantizer.pt", "vit") and "url" in vit_spec
+    quantizer, vit = save_seed_release(state, tmp_path / "release")
+    hub.commit(quantizer_spec["repo"], {quantizer_spec["filename"]: quantizer.read_bytes(), "README.md": "# SEED"})
+
+    with pytest.raises(OffHubWeightsError) as info:  # the ViT is off the Hub: the error says how to convert
+        zoo.load(name)
+    command = info.value.command
+    assert command == f"tokenzoo convert {name} --file vit={vit_spec['filename']}"
+    monkeypatch.chdir(tmp_path)
+    vit.rename(tmp_path / vit_spec["filename"])  # where the user saved the download
+    depth = 1 + max(int(k.split(".")[2]) for k in state if k.startswith("visual_encoder.blocks."))
+    # the sizes a tiny release has that no weight tells (the card's are the release's: 39 blocks, 16 ViT heads)
+    cards = official_card_copy(name, tmp_path / "cards", options={"vit_depth": depth, **upstream_settings(config)})
+    monkeypatch.setenv("TOKENZOO_CARDS_DIR", str(cards))
+    with caplog.at_level(logging.WARNING, logger="vision.seed.convert"):
+        assert main(command.split()[1:]) == 0
+    model = zoo.load(name)
+
+    assert_upstream_ids(model.encode(io["images"]).ids, io, model, tols)
+    embedding = model.decode(zoo.Tokens(ids=io["token_ids"]), output="embedding")
+    assert_close(embedding, io["gen_embedding"], tols["gen_embedding"], "gen_embedding")
+    assert f"dropping ViT blocks [{depth}]" in caplog.text  # the extra EVA-CLIP block, named
+    ignored = caplog.text.split("does not use (as upstream's strict=False load does): ")[1].splitlines()[0]
+    assert sorted(ignored.split(", ")) == sorted(seed_blip2_extras(state))
+    pins = {pin["filename"]: pin for pin in read_pins(name).values()}
+    assert pins["seed_quantizer.pt"]["commit"] == hub.head(quantizer_spec["repo"])
+    assert pins["eva_vit_g.pth"]["sha256"] == sha256(tmp_path / vit_spec["filename"]) and len(conversions(name)) == 1

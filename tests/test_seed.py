@@ -126,13 +126,40 @@ def test_grayscale_and_rgba_pictures_are_converted_to_rgb_as_upstream_does(model
         (torch.full((1, 3, 28, 28), 128.0), "CLIP-normalised"),
         (np.zeros((8, 8, 3), dtype=np.float32), "must be uint8"),
         (np.zeros((8, 8, 2), dtype=np.uint8), "HxW, HxWx1, HxWx3 or HxWx4"),
+<<<<<<< HEAD
         ("no/such/picture.png", "image file no/such/picture.png not found"),
+=======
+        ("no/such/picture.png", "image file not found"),
+        (torch.zeros(3, 28, 28), "must have 4 dimensions"),
+        (torch.zeros(1, 3, 28, 28, dtype=torch.uint8), "must be floating point"),
+        (torch.full((1, 3, 28, 28), float("nan")), "NaN"),
+>>>>>>> seed2
         ([], "no images given"),
     ],
 )
 def test_bad_images_are_refused_with_a_message_naming_the_problem(model, bad, message):
     with pytest.raises(InputError, match=re.escape(message)):
         model.encode(bad)
+
+
+@pytest.mark.parametrize("size", [(53, 37), (29, 61), (241, 300), (40, 40), (12, 20), (28, 90), (90, 28)])
+def test_the_squash_resize_is_pillow_13s_on_any_pillow(size):
+    """Pillow 13 runs the vertical pass first when the height shrinks by more than twice the width's pixels;
+    Pillow 12 never does. Elsewhere both equal Pillow's own resize; on Pillow >= 13 everywhere."""
+    import PIL
+
+    from vision.seed.model import pil_squash, vertical_pass_first
+
+    image = pictures(1, seed=7, size=size)[0]
+    ours = np.asarray(pil_squash(image, 28, 28))
+    pillows = np.asarray(image.resize((28, 28), Image.Resampling.BICUBIC))
+    assert ours.shape == (28, 28, 3)
+    both_passes = size[0] != 28 and size[1] != 28  # a one-axis resize has one pass: no order to get wrong
+    if int(PIL.__version__.split(".")[0]) >= 13 or not (both_passes and vertical_pass_first(*size, 28, 28)):
+        assert np.array_equal(ours, pillows)
+    else:  # Pillow 12 goes horizontally first: the rounded intermediate differs
+        vertical_first = image.resize((size[0], 28), Image.Resampling.BICUBIC).resize((28, 28), Image.BICUBIC)
+        assert np.array_equal(ours, np.asarray(vertical_first)) and not np.array_equal(ours, pillows)
 
 
 def test_a_file_that_is_not_an_image_is_refused_by_name(model, tmp_path):
@@ -160,6 +187,7 @@ def test_decode_to_the_generation_embedding_needs_no_pixel_decoder(model):
         (Tokens(ids=torch.zeros(1, 33, dtype=torch.int64)), "exactly 32 tokens"),
         (Tokens(ids=torch.zeros(1, 32, dtype=torch.int64), mask=torch.arange(32)[None] < 8), "all 32 tokens"),
         (Tokens(embeddings=torch.zeros(1, 32, 8)), "discrete ids"),
+        (torch.zeros(1, 32, dtype=torch.int64), "decode takes zoo.Tokens, got Tensor"),
     ],
 )
 def test_bad_tokens_are_refused_before_decoding(model, tokens, message):
@@ -472,3 +500,12 @@ def test_an_upstream_state_dict_with_an_unknown_key_is_refused_by_name(model):
     state["Qformer.bert.encoder.layer.0.surprise.weight"] = torch.zeros(1)
     with pytest.raises(CheckpointMismatchError, match="surprise"):
         load_upstream_state(state, TEST_CONFIG)
+
+
+def test_a_conversion_option_that_is_not_a_release_setting_is_refused_by_name(release_model, tmp_path):
+    from vision.seed.convert import convert_checkpoint
+
+    quantizer, vit = write_release(tmp_path / "release", release_model)
+    with pytest.raises(ConfigError, match="unknown SEED conversion option.*vit_width.*vit_depth"):
+        convert_checkpoint("seed-tokenizer-2", quantizer, tmp_path / "out", vit=vit, vit_width=3)
+    assert not (tmp_path / "out").exists()

@@ -51,7 +51,7 @@ def test_the_demo_writes_a_grid_and_one_table_row(tmp_path):
     assert (tmp_path / "seed_tiny_grid.png").is_file()
     assert row["model"] == "seed-tiny" and row["tokens"] == 32 and row["unit"] == "pixel"
     assert row["bits_per_unit"] == pytest.approx(32 * math.log2(512) / 32**2, abs=1e-4)
-    assert row["quality"].startswith("embedding cosine ") and "codebook usage" in row["quality"]
+    assert row["quality"].startswith("reconstruction embedding cosine ") and "codebook usage" in row["quality"]
     assert row["seconds_per_item"] > 0
 
 

@@ -260,7 +260,8 @@ def load_release(quantizer: Path, vit: Path, **overrides: Any) -> SEED:
 def convert_checkpoint(arch: str, src: Path, out: Path, **options: Any) -> Path:
     """``tokenzoo convert seed-tokenizer-2 seed_quantizer.pt --vit eva_vit_g.pth --out DIR``.
 
-    Options: ``vit`` (the EVA ViT-g checkpoint; required), ``name`` (card title).
+    Options: ``vit`` (the EVA ViT-g checkpoint; required), ``name`` (card title), and any key of
+    ``RELEASE`` (what no weight holds: block count, head counts, ...) for a release of other sizes.
     """
     from vision.seed.card import release_card
 
@@ -271,6 +272,12 @@ def convert_checkpoint(arch: str, src: Path, out: Path, **options: Any) -> Path:
             "SEED's release keeps the ViT apart: pass the EVA ViT-g weights too, "
             "tokenzoo convert seed-tokenizer-2 seed_quantizer.pt --vit eva_vit_g.pth --out DIR"
         )
-    model = load_release(Path(src), Path(options["vit"]))
+    overrides = {k: v for k, v in options.items() if k not in ("vit", "name")}
+    unknown = sorted(set(overrides) - set(RELEASE))
+    if unknown:
+        raise ConfigError(
+            f"unknown SEED conversion option(s) {', '.join(unknown)}; it takes vit, name and {', '.join(RELEASE)}"
+        )
+    model = load_release(Path(src), Path(options["vit"]), **overrides)
     model.save_pretrained(out, card=release_card(options.get("name", "seed-tokenizer-2"), Path(src).name))
     return Path(out)

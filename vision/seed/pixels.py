@@ -64,7 +64,10 @@ class TinyPixelDecoder(nn.Module):
             norm_num_groups=config.pixel_norm_groups,
             attention_head_dim=channels[-1] // 2,
             class_embed_type="identity",
-        ).to(device=device, dtype=dtype)
+        )
+        # nn.Module.to, not diffusers' ModelMixin.to: that one warns about float32-only modules whenever a dtype
+        # argument is present, even None (UNet2DModel has none).
+        nn.Module.to(self.unet, device=device, dtype=dtype)
         self.scheduler = ddim_scheduler()
 
     def noise_prediction(self, x: Tensor, t: Tensor, embedding: Tensor) -> Tensor:
