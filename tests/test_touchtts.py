@@ -372,6 +372,15 @@ def test_model_saves_and_loads_its_folder_with_the_same_output(tmp_path):
         loaded.synthesize("round trip")
 
 
+def test_a_loaded_lm_ties_its_output_projection_to_the_embedding(tmp_path):
+    # zoo.load assigns tensors to a meta-built model: the head must be the embedding's parameter again,
+    # or fine-tuning would update one tensor through two parameters with two optimiser states.
+    model = TouchTTS(tiny_config(N_CODES))
+    model.save_pretrained(tmp_path)
+    llm = TouchTTS.from_folder(tmp_path).lm.llm
+    assert llm.lm_head.weight is llm.model.embed_tokens.weight
+
+
 @pytest.mark.parametrize(
     "text,message",
     [

@@ -143,6 +143,11 @@ def load_state_dict_strict(
     Floating tensors are cast to ``dtype`` when one is given, else to the dtype the model declares for
     them. Buffers the checkpoint does not hold (non-persistent ones) are moved to the device of the
     loaded weights.
+
+    CPU tensors that do not start on a 64-byte boundary are copied first: safetensors hands out views
+    into the file's buffer at the offsets the header gives, and assigning those as parameters makes
+    vectorised kernels (oneDNN, MKL) take their unaligned paths, which sum in another order, so the
+    loaded model's outputs differ from the saved one's in the last bits.
     """
     expected = model.state_dict()
     missing = set(expected) - set(state)
@@ -158,10 +163,21 @@ def load_state_dict_strict(
         )
     # Floating tensors take the model's dtype (or ``dtype``), as a copying load would give them.
     state = {k: v.to(dtype or expected[k].dtype) if v.is_floating_point() else v for k, v in state.items()}
+    state = {k: _aligned(v) for k, v in state.items()}
     model.load_state_dict(state, strict=True, assign=True)
     devices = {t.device for t in state.values()}
     if len(devices) == 1 or dtype is not None:
         model.to(device=devices.pop() if len(devices) == 1 else None, dtype=dtype)
+
+
+CPU_ALIGNMENT = 64  # bytes; what PyTorch's CPU allocator gives every fresh tensor
+
+
+def _aligned(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` itself when its data starts on a ``CPU_ALIGNMENT`` boundary (or it is not on the CPU), else a copy."""
+    if tensor.device.type != "cpu" or tensor.data_ptr() % CPU_ALIGNMENT == 0:
+        return tensor
+    return tensor.clone(memory_format=torch.contiguous_format)
 
 
 def load_weights(

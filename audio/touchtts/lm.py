@@ -126,6 +126,7 @@ class SpeechLM(nn.Module):
         self.llm = Qwen2ForCausalLM(qwen)
         self.register_state_dict_post_hook(_drop_tied_head)
         self.register_load_state_dict_pre_hook(_tie_head)
+        self.register_load_state_dict_post_hook(_retie_head)
 
     @property
     def speech_start(self) -> int:
@@ -439,3 +440,12 @@ def _tie_head(module, state_dict, prefix, *args):
     embed = state_dict.get(prefix + "llm.model.embed_tokens.weight")
     if embed is not None:
         state_dict.setdefault(prefix + "llm.lm_head.weight", embed)
+
+
+def _retie_head(module, incompatible_keys):
+    """Load hook: make the output projection the embedding's parameter again.
+
+    A load with ``assign=True`` (``zoo.load`` builds on the meta device) gives ``lm_head.weight`` its
+    own Parameter object; training would then update the one tensor twice with two optimiser states.
+    """
+    module.llm.lm_head.weight = module.llm.model.embed_tokens.weight
