@@ -387,7 +387,8 @@ class TouchTTS(ZooModel):
         return len(item["text"]) if isinstance(item, dict) else len(str(item))
 
     def collate(self, items: list[Any]) -> list[str]:
-        """Items (strings, or ``load_item``'s dicts) -> the list of texts ``encode`` takes."""
+        """Items (texts, ``load_item``'s dicts, or Paths of NAME.txt / NAME.wav files) -> the texts ``encode`` takes."""
+        items = [self.load_item(item) if isinstance(item, Path) else item for item in items]
         return self.texts([item["text"] if isinstance(item, dict) else item for item in items])
 
     def postprocess(self, output: tuple[Tensor, Tensor]) -> list[Tensor]:

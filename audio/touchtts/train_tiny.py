@@ -55,7 +55,13 @@ def tiny_tts_config(vocoder: dict | None) -> TouchTTSConfig:
     """touchtts-tiny's configuration: tiny trunks, the corpus's voices as speakers, a dynamic-chunk flow."""
     from audio.s3tokenizer.train_tiny import VOICES
 
-    base = tiny_config(6561, speakers=tuple(VOICES), default_speaker=DEFAULT_VOICE, vocoder=vocoder)
+    base = tiny_config(
+        6561,
+        speakers=tuple(VOICES),
+        default_speaker=DEFAULT_VOICE,
+        vocoder=vocoder,
+        speech_tokenizer="s3tokenizer-tiny",
+    )
     flow = dataclasses.replace(base.flow, use_dynamic_chunk=True)
     return dataclasses.replace(base, flow=flow)
 
