@@ -134,16 +134,27 @@ def weights_section(name: str, data: dict[str, Any]) -> str:
             f"in `pins/{name}.json` there."
         )
     else:
+        fetched = [f"`{f.filename or f.pattern}`" for f in recipe.files if f.on_hub]
+        where = (
+            f"Only {', '.join(fetched)} is on the Hugging Face Hub (tokenzoo fetches it); the other file(s) are not"
+            if fetched
+            else "The weights are not on the Hugging Face Hub"
+        )
         lines.append(
-            "The weights are not on the Hugging Face Hub, so tokenzoo cannot fetch them. Download the file(s) "
-            f"above, then convert them once into the tokenzoo cache (converter `{recipe.converter}`, options: "
-            f"{options}):\n\n```bash\n{convert_command(recipe)}\n```\n\n"
+            f"{where}, so tokenzoo cannot fetch them. Download the file(s) off the Hub above, then convert once "
+            f"into the tokenzoo cache (converter `{recipe.converter}`, options: {options}):\n\n"
+            f"```bash\n{convert_command(recipe)}\n```\n\n"
             f"after which `zoo.load({name!r})` loads the converted copy."
         )
-    if any(f.sha256 is None and f.on_hub for f in recipe.files):
+    if any(f.sha256 is None and f.on_hub and not f.filename for f in recipe.files):
         lines.append(
             "No sha256 is recorded for a file picked by pattern (its name could not be checked offline): the "
             "first download pins the file's name, commit and sha256, and every later download must match them."
+        )
+    if any(f.sha256 is None and f.on_hub and f.filename for f in recipe.files):
+        lines.append(
+            "No sha256 is recorded for a Hub file named without one (it could not be read offline): the first "
+            "download pins its commit and sha256, and every later download must match them."
         )
     if any(f.sha256 is None and not f.on_hub for f in recipe.files):
         lines.append(

@@ -17,6 +17,9 @@ QUANTIZER_FILE = "seed_quantizer.pt"
 VIT_FILE = "eva_vit_g.pth"
 VIT_URL = "https://storage.googleapis.com/sfr-vision-language-research/LAVIS/models/BLIP2/eva_vit_g.pth"
 UNCLIP_REPO = "stabilityai/stable-diffusion-2-1-unclip"
+# counted from SEEDConfig() on the meta device (vision.seed.model.SEED.empty)
+PARAMETERS = 1_149_998_528
+VIT_PARAMETERS = 985_894_528
 TOKENS = "32 causal ids in [0, 8192) per 224x224 image (416 bits)"
 
 LICENSE_BODY = f"""
@@ -32,6 +35,16 @@ their own terms:
 - the SEED-LLaMA language models that read these tokens are under the LLaMA 2 license.
 tokenzoo is a clean reimplementation and contains no upstream code.
 """
+
+
+# The card's Use snippet: tokens and the unCLIP embedding (images need the unCLIP pipeline, shown after it).
+USAGE = """import zoo
+
+model = zoo.load(NAME)
+images = model.preprocess(model.sample_inputs())  # (B, 3, 224, 224), CLIP-normalised; or paths of your own images
+tokens = model.encode(images)  # ids (B, 32)
+embedding = model.decode(tokens, output="embedding")  # (B, 1024) unCLIP image embedding
+print(tokens.ids.shape, embedding.shape)"""
 
 
 def seed_card(**fields):
@@ -60,12 +73,6 @@ def official_card():
             f"`{VIT_FILE}` (LAVIS, BLIP-2): a bare float16 EVA ViT-g state_dict; SEED runs its first 39 blocks "
             "(the converter drops the rest and names them)",
         ),
-        (
-            "sha256",
-            "not recorded on this card: the files could not be fetched where it was written; the first "
-            "download pins each file's name, commit and sha256, and the converter checks every tensor's name "
-            "and shape",
-        ),
         ("decoder", f"`{UNCLIP_REPO}` (diffusers `StableUnCLIPImg2ImgPipeline`), attached with `attach_unclip`"),
     ]
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
@@ -76,27 +83,28 @@ def official_card():
 |---|---|
 {table}
 
-## Use
-
-The ViT file is not on the Hugging Face Hub: download it once, then convert (the tokenizer file is fetched):
-
-```bash
-tokenzoo convert seed-tokenizer-2 --vit {VIT_FILE}     # the same as --file vit={VIT_FILE}
-```
+## Decoding to pixels
 
 ```python
-import zoo
 from diffusers import StableUnCLIPImg2ImgPipeline
 
-model = zoo.load("seed-tokenizer-2")         # the converted copy in the tokenzoo cache
-tokens = model.encode(["cat.jpg"])           # ids (1, 32); 224 px squash, PIL bicubic, CLIP mean/std
-embedding = model.decode(tokens, output="embedding")   # (1, 1024) unCLIP image embedding
 model.attach_unclip(StableUnCLIPImg2ImgPipeline.from_pretrained("{UNCLIP_REPO}"))
-images = model.decode(tokens, seed=0)        # (1, 3, 768, 768) in [-1, 1]: 20 steps, guidance 10, noise level 0
+images = model.decode(tokens, seed=0)  # (B, 3, 768, 768) in [-1, 1]: 20 steps, guidance 10, noise level 0
 ```
 
-The ViT-g alone is about 1 B parameters (about 0.5 TFLOP per image): encode on a GPU, where the model runs
-under bf16 autocast, or expect seconds per image on a CPU.
+Preprocessing is upstream's: a 224 px squash with PIL bicubic, then CLIP's mean and std.
+
+## Parity with upstream
+
+Token ids equal to upstream's on the public parity fixture (upstream's code at a random tiny configuration: 28 px,
+ViT width 32, Q-Former width 48, the release's 8192 x 32 codebook); the 1024-d generation embedding within 2.4e-06
+(max abs, scale 3.1; tolerance 5e-5) and every stored intermediate within the fixture's tolerances; the 224 px
+preprocessing within 1e-6 (tests/test_seed_parity.py).
+
+## Size and cost
+
+{PARAMETERS:,} parameters ({VIT_PARAMETERS:,} of them in the 39-block EVA ViT-g, about 0.5 TFLOP per image):
+encode on a GPU, where the model runs under bf16 autocast, or expect seconds per image on a CPU.
 {LICENSE_BODY}"""
     return seed_card(
         name="seed-tokenizer-2",
@@ -111,6 +119,7 @@ under bf16 autocast, or expect seconds per image on a CPU.
             f"Released by Tencent ARC as {QUANTIZER_FILE} ({RELEASE_REPO}) plus the LAVIS EVA ViT-g weights "
             f"({VIT_FILE}); converted by tokenzoo (vision.seed.convert); no weights are bundled."
         ),
+        usage=USAGE,
         body=body,
         converter="seed-tokenizer-2",
         converter_options={},
