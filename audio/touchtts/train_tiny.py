@@ -311,7 +311,18 @@ def measure(model: TouchTTS, corpus: Path, work: Path, count: int, batch: int) -
     }
 
 
-def card(model: TouchTTS, figures: dict, training: dict, corpus: dict):
+USAGE = """import zoo
+
+model = zoo.load(NAME)
+wave = model.synthesize("large help once week")  # (S,) float32 at model.sample_rate (22.05 kHz)
+waves = model.synthesize(["map serve plan", "figure every week"], speaker="en-gb")  # (B, S), zero-padded
+tokens = model.encode("large help")  # text -> S3 speech tokens (s3tokenizer-tiny's ids)
+waves, lengths = model.decode(tokens)  # S3 tokens -> speech: TouchTTS is the decoder S3Tokenizer lacks
+pieces = list(model.synthesize("streamed chunk by chunk", stream=True))  # 1-D pieces as the LM writes
+print(wave.shape, waves.shape, lengths, len(pieces))"""
+
+
+def card(model: TouchTTS, figures: dict, training: dict, corpus: dict, note: str = ""):
     from zoo.cards import make_card
 
     protocol = (
@@ -360,12 +371,8 @@ TouchTTS is the decoder S3Tokenizer lacks: `decode` takes S3 tokens (from `encod
 `zoo.load("s3tokenizer-tiny").encode(...)`) to a waveform, and refuses tokens of another codebook.
 
 ```python
-import zoo
-tts = zoo.load("touchtts-tiny")
-waves, lengths = tts.synthesize(["hello world", "speech tokens"], speaker="en-gb")   # batched, padded
-for piece in tts.synthesize("streamed chunk by chunk", stream=True): ...
-tokens = zoo.load("s3tokenizer-tiny").encode(waveform_16k)   # S3 tokens -> speech:
-waves, lengths = tts.decode(tokens)
+tokens = zoo.load("s3tokenizer-tiny").encode(waveform_16k)  # (B, N) ids, meta names the tokenizer
+waves, lengths = zoo.load("touchtts-tiny").decode(tokens)  # (B, S) at 22.05 kHz, (B,) samples
 ```
 
 Speakers: {", ".join(model.config.speakers)} (the espeak-ng voices of the corpus; default
@@ -378,8 +385,9 @@ Speakers: {", ".join(model.config.speakers)} (the espeak-ng voices of the corpus
 {f["mel_l1_decode_of_original_tokens"]:.3f} |
 | TouchTTS text to speech | {f["cer_touchtts_text_to_speech"]:.3f} | {f["mel_l1_text_to_speech_dtw"]:.3f} (DTW) |
 
+Speech written by the LM runs {f["duration_ratio_text_to_speech"]:.2f}x as long as the original on average.
 The vocoder alone (originals' mels resynthesised) scores the CER in vocoder_training.json; it bounds
-what the flow can reach. training.json holds the loss curves and timings.
+what the flow can reach. training.json holds the loss curves and timings. {note}
 
 License: apache-2.0 for these weights and our code; upstream wenet-e2e/west (the TouchTTS recipe this
 reimplements in our own words) is Apache-2.0 as well.
@@ -396,6 +404,7 @@ reimplements in our own words) is Apache-2.0 as well.
         weights=weights,
         metrics=metrics,
         body=body,
+        usage=USAGE,
         upstream_license="apache-2.0 (wenet-e2e/west)",
     )
 
@@ -403,11 +412,15 @@ reimplements in our own words) is Apache-2.0 as well.
 def finish(args) -> None:
     torch.set_num_threads(args.threads)
     model, training = assemble(args)
-    figures = measure(model, args.corpus, args.work, args.heldout, args.eval_batch)
+    if args.reuse_figures:
+        figures = json.loads((args.out / "training.json").read_text())["heldout"]
+    else:
+        figures = measure(model, args.corpus, args.work, args.heldout, args.eval_batch)
     logger.info("held-out: %s", figures)
     corpus = json.loads((args.corpus / "corpus.json").read_text())
-    model.save_pretrained(args.out, card=card(model, figures, training, corpus))
+    model.save_pretrained(args.out, card=card(model, figures, training, corpus, args.note))
     record = {
+        "note": args.note,
         "heldout": figures,
         "corpus": {**corpus, "made_by": "python -m audio.touchtts.data espeak CORPUS"},
         "recipe": {
@@ -441,6 +454,8 @@ def main(argv=None) -> None:
     parser.add_argument("--save-every", type=float, default=180.0, help="seconds between checkpoints")
     parser.add_argument("--heldout", type=int, default=100, help="held-out sentences to measure on")
     parser.add_argument("--eval-batch", type=int, default=8)
+    parser.add_argument("--note", default="", help="finish: a sentence about this run for the card")
+    parser.add_argument("--reuse-figures", action="store_true", help="finish: keep training.json's held-out figures")
     parser.add_argument("--threads", type=int, default=1, help="one thread wastes least on a shared machine")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
