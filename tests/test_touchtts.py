@@ -135,6 +135,18 @@ def test_lm_state_dict_keeps_one_copy_of_the_tied_embedding_and_loads_strictly()
     assert torch.equal(other.llm.lm_head.weight, lm.llm.lm_head.weight)
 
 
+def test_lm_loss_on_scored_positions_only_equals_the_full_causal_lm_loss():
+    lm = tiny_lm()
+    items = [lm.layout(t, n) for t, n in (("hello there", 12), ("ok", 5))]
+    batch = lm.collate(items)
+    codes = torch.randint(0, N_CODES, (2, 12), generator=torch.Generator().manual_seed(0))
+    ids, labels = lm.fill_speech(
+        batch["input_ids"], batch["labels"], batch["audio_offsets"], batch["batch_idx"], codes, torch.tensor([12, 5])
+    )
+    full = lm(ids, batch["attention_mask"], labels).loss
+    torch.testing.assert_close(lm.loss(ids, batch["attention_mask"], labels), full, atol=1e-6, rtol=1e-6)
+
+
 def test_lm_refuses_speech_codes_outside_its_vocabulary():
     lm = tiny_lm()
     with pytest.raises(InputError, match=f"\\[0, {N_CODES}\\)"):
@@ -315,7 +327,7 @@ def test_synthesize_returns_padded_waveforms_whose_lengths_follow_the_speech_tok
     tokens = model.encode(texts, seed=1)
     assert tokens.ids.dtype == torch.int64 and tokens.meta["codebook_size"] == N_CODES
     assert int(tokens.ids[tokens.mask].max()) < N_CODES
-    waves, lengths = model.synthesize(texts, seed=1)
+    waves, lengths = model.synthesize(texts, seed=1, return_lengths=True)
     frames = torch.tensor([model.config.flow.mel_frames(int(n)) for n in tokens.lengths])
     assert torch.equal(lengths, frames * 256) and waves.shape == (2, int(lengths.max()))
     assert torch.isfinite(waves).all() and not waves[1, int(lengths[1]) :].any()
@@ -323,13 +335,13 @@ def test_synthesize_returns_padded_waveforms_whose_lengths_follow_the_speech_tok
 
 def test_synthesize_is_deterministic_per_seed_and_the_same_alone_or_batched():
     model = tiny_tts()
-    waves, lengths = model.synthesize(["longer one", "short"], speaker="amy", seed=3)
-    again, _ = model.synthesize(["longer one", "short"], speaker="amy", seed=3)
+    waves, lengths = model.synthesize(["longer one", "short"], speaker="amy", seed=3, return_lengths=True)
+    again = model.synthesize(["longer one", "short"], speaker="amy", seed=3)
     assert torch.equal(waves, again)
-    alone, n = model.synthesize("short", speaker="amy", seed=3)
-    assert int(n[0]) == int(lengths[1])
-    torch.testing.assert_close(alone[0], waves[1, : n[0]], atol=1e-4, rtol=0)
-    other, _ = model.synthesize("short", speaker="amy", seed=4)
+    alone = model.synthesize("short", speaker="amy", seed=3)
+    assert alone.dim() == 1 and len(alone) == int(lengths[1])
+    torch.testing.assert_close(alone, waves[1, : lengths[1]], atol=1e-4, rtol=0)
+    other = model.synthesize("short", speaker="amy", seed=4)
     assert not torch.equal(other, alone)
 
 

@@ -64,6 +64,9 @@ common to its modality (text reads UTF-8 files, images score PSNR), a family wha
                                         tools read ``image_size`` / ``num_samples`` from Tokens.meta).
 ``reconstruct(batch, tokens) -> list``  decode back, one reconstruction per item.
                                         Default: ``postprocess(decode(tokens))``.
+``save_output(output, path) -> Path``   write one reconstruction to ``path`` + the family's suffix
+                                        (``tokenzoo batch --write-outputs``). Default: a tensor or array
+                                        as ``.npy``, a PIL image as ``.png``; TouchTTS writes ``.wav``.
 ``reconstruction_quality(items, recs)`` ``{"name", "value", "protocol"}`` scoring reconstructions
                                         against the raw items, or None (the default).
 ``compare_metrics(items, batches)``    extra columns for ``tokenzoo compare`` from the items and their
@@ -681,6 +684,30 @@ class ZooModel(nn.Module):
     def reconstruct(self, batch: Any, tokens: Tokens) -> list[Any]:
         """Tokens -> one reconstruction per item."""
         return list(self.postprocess(self.decode(tokens)))
+
+    def save_output(self, output: Any, path: str | os.PathLike) -> Path:
+        """Write one reconstruction (an item of ``reconstruct``) to ``path`` with the suffix of its kind,
+        atomically; returns the path written. A PIL image becomes ``.png``; a tensor or numpy array ``.npy``."""
+        import numpy as np
+        from PIL import Image
+
+        path = Path(path)
+        if isinstance(output, Image.Image):
+            target = path.with_suffix(".png")
+            atomic_write(target, lambda tmp: output.save(tmp, format="PNG"))
+            return target
+        if isinstance(output, Tensor):
+            output = output.detach().float().cpu().numpy() if output.is_floating_point() else output.cpu().numpy()
+        if not isinstance(output, np.ndarray):
+            raise NotSupportedError(f"{self.arch} cannot save a {type(output).__name__} output; override save_output")
+        target = path.with_suffix(".npy")
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as f:  # a file object: np.save would add ".npy" to the temporary name
+                np.save(f, output, allow_pickle=False)
+
+        atomic_write(target, write)
+        return target
 
     def reconstruction_quality(self, items: list[Any], reconstructions: list[Any]) -> dict[str, Any] | None:
         """``{"name", "value", "protocol"}`` scoring ``reconstructions`` against the raw ``items``, or None."""

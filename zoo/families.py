@@ -89,6 +89,7 @@ FAMILIES: tuple[Family, ...] = (
     Family(
         "touchtts",
         archs={"touchtts": "audio.touchtts.model:TouchTTS"},
+        demo="audio.touchtts.demo:run",
     ),
     Family(
         "tokenunify",

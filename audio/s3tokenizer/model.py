@@ -468,13 +468,17 @@ class S3Tokenizer(SpeechTokenizer):
                 "variant": self.config.variant,
                 "sliding_window": sliding_window,
                 "num_samples": lengths.to(device=ids.device, dtype=torch.int64),
+                # which vocabulary the ids are (v2, v3 and the tiny model share a size, not a codebook):
+                # a decoder such as TouchTTS refuses ids of another tokenizer than the one it was trained on
+                "speech_tokenizer": self.name or f"s3tokenizer-{self.config.variant}",
             },
         )
 
     def decode(self, tokens: Tokens, **kwargs) -> Any:
         raise NotSupportedError(
             f"s3tokenizer-{self.config.variant} has no decoder: S3 tokens are turned back into speech by a "
-            "token-to-speech model such as TouchTTS (audio.touchtts) or CosyVoice's flow decoder, not by the tokenizer"
+            "token-to-speech model such as TouchTTS (audio.touchtts) or CosyVoice's flow decoder, not by the "
+            'tokenizer; for s3tokenizer-tiny ids: zoo.load("touchtts-tiny").decode(tokens)'
         )
 
 

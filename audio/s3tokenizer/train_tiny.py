@@ -140,7 +140,9 @@ def tiny_card(weights: str, metrics: list[dict]):
         body="The ids carry the words: a 2-layer convolutional CTC head reading only the quantised codes "
         f"transcribes held-out sentences at {100 * cer:.1f}% character error rate.\n\n"
         "`decode` raises NotSupportedError: S3 tokens are turned back into speech by TouchTTS (or CosyVoice's "
-        "flow decoder), not by the tokenizer.\n",
+        "flow decoder), not by the tokenizer. touchtts-tiny was trained on this tokenizer's ids and is its "
+        'decoder: `zoo.load("touchtts-tiny").decode(tokens)` -> (waveforms at 22.05 kHz, lengths). It refuses '
+        "ids of another S3 variant (tokens name their tokenizer in `meta['speech_tokenizer']`).\n",
     )
 
 

@@ -18,7 +18,10 @@ from the model's ``speakers`` table, or None (the unconditioned voice).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
+import math
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +38,9 @@ from zoo.errors import ConfigError, InputError, NotSupportedError
 
 logger = logging.getLogger(__name__)
 
-SAMPLE_TEXTS = ("The quick brown fox jumps over the lazy dog.", "Speech tokens become sound again.")
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+SAMPLE_NAMES = ("touchtts-heldout0", "touchtts-heldout1")  # audio/samples/NAME.txt + NAME.wav (22.05 kHz)
+TEXT_SUFFIX, AUDIO_SUFFIX = ".txt", ".wav"
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,9 @@ class TouchTTSConfig:
     stream_chunk_frames: int = 24  # mel frames per streamed piece (~0.28 s); a static chunk of the flow's mask
     stream_left_chunks: int = -1  # chunks of left context a streamed piece attends to (-1: all)
     vocoder_context_frames: int = 8  # mel frames of context on each side when vocoding a streamed piece
+    # The registered S3 tokenizer whose ids the model reads: it tokenizes training clips, and tokens
+    # whose meta names another speech tokenizer are refused (same codebook size, other vocabulary).
+    speech_tokenizer: str | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "lm", _coerce(LMConfig, self.lm, "TouchTTSConfig.lm"))
@@ -153,9 +161,9 @@ class TouchTTS(ZooModel):
     def token_rate(self) -> int:
         return self.config.flow.token_rate
 
-    def sample_inputs(self) -> list[str]:
-        """Two sentences, for demos and smoke tests."""
-        return list(SAMPLE_TEXTS)
+    def sample_inputs(self) -> list[Path]:
+        """Two held-out sentences of the espeak-ng corpus: NAME.txt, with the original speech NAME.wav beside it."""
+        return [SAMPLES / f"{name}.txt" for name in SAMPLE_NAMES]
 
     # ---- inputs -------------------------------------------------------------------------------------
     def texts(self, text: str | list[str] | tuple[str, ...]) -> list[str]:
@@ -204,6 +212,13 @@ class TouchTTS(ZooModel):
             raise InputError(
                 f"these tokens come from a {size}-token codebook; this model reads {self.codebook_size} "
                 "(use an S3Tokenizer variant with the same codebook)"
+            )
+        source = tokens.meta.get("speech_tokenizer")
+        expected = self.config.speech_tokenizer
+        if source is not None and expected is not None and source != expected:
+            raise InputError(
+                f"these tokens come from {source}; this model reads the ids of {expected} (same codebook size "
+                "does not mean the same vocabulary)"
             )
         rate = tokens.meta.get("token_rate")
         if rate is not None and int(rate) != self.token_rate:
@@ -306,13 +321,15 @@ class TouchTTS(ZooModel):
         stream: bool = False,
         seed: int = 0,
         max_tokens: int | None = None,
+        return_lengths: bool = False,
     ):
-        """Text -> speech.
+        """Text -> speech at ``sample_rate``, float32.
 
-        Returns (waveforms (B, S) float32 at ``sample_rate``, zero-padded; lengths (B,)) for a string or
-        a list; with ``stream=True`` (one string) an iterator of 1-D waveform pieces that starts while
-        the LM is still writing tokens (chunked flow under a static chunk mask, chunked vocoder).
-        ``max_tokens`` caps the speech tokens (25 per second) on top of the LM's own limit.
+        A string gives its waveform (S,); a list gives (B, S) waveforms, zero-padded after each item's
+        end (silence), and with ``return_lengths=True`` the pair (waveforms, lengths (B,) in samples).
+        With ``stream=True`` (one string) an iterator of 1-D waveform pieces that starts while the LM is
+        still writing tokens (chunked flow under a static chunk mask, chunked vocoder). ``max_tokens``
+        caps the speech tokens (25 per second) on top of the LM's own limit.
         """
         if stream:
             if not isinstance(text, str):
@@ -320,7 +337,10 @@ class TouchTTS(ZooModel):
             self.texts(text)
             self.require_vocoder()
             return self._stream(text, speaker, seed, max_tokens)
-        return self._synthesize(text, speaker, seed, max_tokens)
+        waves, lengths = self._synthesize(text, speaker, seed, max_tokens)
+        if return_lengths:
+            return waves, lengths
+        return waves[0, : int(lengths[0])] if isinstance(text, str) else waves
 
     @inference
     def _synthesize(self, text, speaker, seed, max_tokens):
@@ -369,6 +389,71 @@ class TouchTTS(ZooModel):
         if len(wave):
             yield wave
 
+    # ---- hooks for the tools (zoo.api) ---------------------------------------------------------------
+    def load_item(self, path: str | os.PathLike) -> dict[str, Any]:
+        """NAME.txt or NAME.wav -> {"text", "audio"}: the text (lines joined by spaces) and the path of the
+        speech NAME.wav when there is one (a training item; synthesis needs the text only)."""
+        path = Path(path)
+        if path.suffix not in (TEXT_SUFFIX, AUDIO_SUFFIX):
+            raise InputError(f"{path}: TouchTTS reads NAME.txt (text) or NAME.wav with NAME.txt beside it")
+        text_path, audio_path = path.with_suffix(TEXT_SUFFIX), path.with_suffix(AUDIO_SUFFIX)
+        if not path.is_file():
+            raise InputError(f"{path}: no such file")
+        if not text_path.is_file():
+            raise InputError(f"{path}: no transcript {text_path.name} beside it")
+        text = " ".join(text_path.read_text(encoding="utf-8").split())
+        return {"text": text, "audio": audio_path if audio_path.is_file() else None}
+
+    def batch_key(self, item: Any) -> int:
+        return len(item["text"]) if isinstance(item, dict) else len(str(item))
+
+    def collate(self, items: list[Any]) -> list[str]:
+        """Items (texts, ``load_item``'s dicts, or Paths of NAME.txt / NAME.wav files) -> the texts ``encode`` takes."""
+        items = [self.load_item(item) if isinstance(item, Path) else item for item in items]
+        return self.texts([item["text"] if isinstance(item, dict) else item for item in items])
+
+    def postprocess(self, output: tuple[Tensor, Tensor]) -> list[Tensor]:
+        """``decode``'s (waveforms, lengths) -> one (S_i,) float32 waveform per item."""
+        waves, lengths = output
+        return [waves[i, : int(n)].float().cpu() for i, n in enumerate(lengths)]
+
+    def save_output(self, output: Tensor, path: str | os.PathLike) -> Path:
+        """One waveform of ``reconstruct`` -> ``path``.wav (PCM16 at ``sample_rate``), written atomically."""
+        from audio.touchtts.data import write_wav
+
+        path = Path(path).with_suffix(AUDIO_SUFFIX)
+        write_wav(path, output.clamp(-1, 1), self.sample_rate)
+        return path
+
+    def training_batch(self, items: list[Any]) -> dict[str, Any]:
+        """``load_item`` dicts with speech -> LM + flow batch: S3 tokens of each clip from ``speech_tokenizer``,
+        the 22.05 kHz mel as flow target, and the default speaker's row (fine-tuning moves that voice)."""
+        from audio.io import SAMPLE_RATE, load_audio, pad_batch, resample
+        from audio.touchtts.mel import DEFAULT_MEL, mel_spectrogram
+
+        if any(not isinstance(item, dict) or item.get("audio") is None for item in items):
+            raise InputError("TouchTTS trains on speech with its text: give NAME.wav files with NAME.txt beside them")
+        if self.config.speech_tokenizer is None:
+            raise NotSupportedError("this TouchTTS config names no speech_tokenizer to tokenize training clips with")
+        tokenizer = _speech_tokenizer(self.config.speech_tokenizer)
+        waves = [load_audio(item["audio"], self.sample_rate) for item in items]
+        clips, clip_lengths = pad_batch([resample(w, self.sample_rate, SAMPLE_RATE) for w in waves])
+        tokens = tokenizer.encode(clips, lengths=clip_lengths)
+        codes, code_lengths = tokens.ids, tokens.lengths
+        mels = []
+        for wave, n in zip(waves, code_lengths.tolist()):
+            mel, _ = mel_spectrogram(wave)
+            frames = self.config.flow.mel_frames(n)
+            target = torch.full((mel.shape[1], frames), math.log(DEFAULT_MEL.log_floor))  # the mel of silence
+            target[:, : min(frames, mel.shape[2])] = mel[0, :, :frames]
+            mels.append(target)
+        mel, mel_lengths = pad_batch(mels)
+        flow = {"mel": mel, "mel_lengths": mel_lengths, "codes": codes, "code_lengths": code_lengths}
+        if self.config.default_speaker is not None:
+            row = self.config.speakers.index(self.config.default_speaker)
+            flow["speaker_ids"] = torch.full((len(items),), row, dtype=torch.int64)
+        return {"lm": self.lm_batch([item["text"] for item in items], codes, code_lengths), "flow": flow}
+
     # ---- training -----------------------------------------------------------------------------------
     def lm_batch(self, texts: list[str], codes: Tensor, code_lengths: Tensor) -> dict[str, Tensor]:
         """Texts + their S3 codes (B, N) -> the LM's teacher-forcing batch (upstream layout, speech ids filled)."""
@@ -394,7 +479,7 @@ class TouchTTS(ZooModel):
             lm = {k: v.to(self.device) for k, v in batch["lm"].items()}
             if not (lm["labels"] != IGNORE_INDEX).any():
                 raise InputError("the LM batch has no speech targets")
-            losses.append(self.lm(lm["input_ids"], lm["attention_mask"], lm["labels"]).loss)
+            losses.append(self.lm.loss(lm["input_ids"], lm["attention_mask"], lm["labels"]))
         if "flow" in batch:
             flow = batch["flow"]
             speaker = flow.get("speaker")
@@ -444,6 +529,14 @@ class ChunkedVocoder:
         piece = wave[(self.emitted - first) * hop : (end - first) * hop]
         self.emitted = end
         return piece
+
+
+@functools.lru_cache(maxsize=2)
+def _speech_tokenizer(name: str) -> ZooModel:
+    """The registered S3 tokenizer ``name``, loaded once per process (never a submodule: not in our state)."""
+    import zoo
+
+    return zoo.load(name).eval()
 
 
 def build_vocoder(config: dict) -> nn.Module:

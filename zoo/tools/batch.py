@@ -28,13 +28,21 @@ starts); ``engine="ray"`` (``--engine ray [--address ADDR]``) runs the same job 
 through ``zoo.tools.ray`` and writes Parquet with Ray's writer. ``ENGINES`` names each engine's
 runner as "module:function", imported only when chosen (Ray is an optional extra).
 
+With ``write_outputs`` (``--write-outputs``, models that ``supports_decode``) each item is also
+decoded (``reconstruct``) and written by the model's ``save_output`` hook into a folder beside its
+shard, ``shard-00000/000012.wav`` for input 12 (TouchTTS: speech for each text; an image family:
+``.png``); the row's meta names the file under ``output``. A shard's outputs are written before its
+Parquet file, so a finished shard has all of them.
+
 The run reaches the family only through the hooks ``zoo.api.ZooModel`` declares: ``load_item``
-(one file -> one item), ``batch_key`` (bucketing) and ``collate`` (items -> the batch ``encode`` takes).
+(one file -> one item), ``batch_key`` (bucketing), ``collate`` (items -> the batch ``encode`` takes),
+and for outputs ``reconstruct`` and ``save_output``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import logging
@@ -167,13 +175,23 @@ class _Job:
     max_batch_units: int | None
     encode_kwargs: dict[str, Any]
     reader: InputReader
+    write_outputs: bool = False
+    outputs: Path | None = None  # the shard's output folder when outputs are written
 
 
-def _encode_rows(job: _Job, items: list[Any]) -> list[dict[str, Any]]:
-    tokens = job.model.encode(job.model.collate(items), **job.encode_kwargs)
+def _encode_rows(job: _Job, items: list[Any], indices: list[int]) -> list[dict[str, Any]]:
+    batch = job.model.collate(items)
+    tokens = job.model.encode(batch, **job.encode_kwargs)
     rows = token_rows(tokens)
     if len(rows) != len(items):
         raise InputError(f"{job.model.arch} returned {len(rows)} token rows for {len(items)} inputs")
+    if job.outputs is not None:
+        outputs = job.model.reconstruct(batch, tokens)
+        for row, output, index in zip(rows, outputs, indices):
+            written = job.model.save_output(output, job.outputs / f"{index:06d}")
+            meta = json.loads(row["meta"])
+            meta["output"] = f"{job.outputs.name}/{written.name}"
+            row["meta"] = json.dumps(meta, sort_keys=True, default=str)
     return rows
 
 
@@ -186,6 +204,8 @@ def _run_shard(job: _Job, shard: list[tuple[int, str]], out_path: Path, progress
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    if job.write_outputs:
+        job = dataclasses.replace(job, outputs=out_path.with_suffix(""))
     loaded: list[tuple[int, str, Any]] = []
     errors: list[dict[str, Any]] = []
     for index, source in shard:
@@ -199,12 +219,12 @@ def _run_shard(job: _Job, shard: list[tuple[int, str]], out_path: Path, progress
     for positions in plan_batches(keys, job.batch_size, job.max_batch_units):
         members = [loaded[p] for p in positions]
         try:
-            results = list(zip(members, _encode_rows(job, [item for _, _, item in members])))
+            results = list(zip(members, _encode_rows(job, [m[2] for m in members], [m[0] for m in members])))
         except Exception:
             results = []
             for member in members:  # find the bad one(s); the rest still get their tokens
                 try:
-                    results.append((member, _encode_rows(job, [member[2]])[0]))
+                    results.append((member, _encode_rows(job, [member[2]], [member[0]])[0]))
                 except Exception as err:
                     errors.append(_error(member[1], member[0], "encode", err))
         for (index, source, _), row in results:
@@ -238,13 +258,15 @@ def run(
     progress: bool = True,
     encode_kwargs: dict[str, Any] | None = None,
     field: str | None = None,
+    write_outputs: bool = False,
 ) -> dict[str, Any]:
     """Tokenize ``inputs`` with ``model`` into Parquet shards under ``out_dir``; return the manifest.
 
     ``model`` is a registered name, ``"hf-hub:org/repo@rev"``, a folder, or a loaded ZooModel;
     ``field`` is the column of Parquet/Arrow inputs, or the member extensions of WebDataset shards;
     ``revision``, ``device``, ``dtype`` and ``local_files_only`` are ``zoo.load``'s.
-    Runs on every process ``accelerate launch`` started (one when run plainly).
+    Runs on every process ``accelerate launch`` started (one when run plainly). ``write_outputs``
+    also decodes every item into a file beside its shard (see the module docstring).
     """
     from tqdm.auto import tqdm
 
@@ -262,6 +284,8 @@ def run(
     elif device is not None or dtype is not None:
         model = model.to(device=device, dtype=dtype)
     model.eval()
+    if write_outputs and not model.supports_decode:
+        raise ConfigError(f"{model.name or model.arch} has no decoder, so there are no outputs to write")
     name, revision = model_identity(model)
 
     out = Path(out_dir)
@@ -278,13 +302,15 @@ def run(
         "max_batch_units": max_batch_units,
         "encode_kwargs": {k: _json_value(v) for k, v in sorted((encode_kwargs or {}).items())},
     }
+    if write_outputs:  # only then, so runs started before the option existed still resume
+        plan["write_outputs"] = True
     shards = [list(enumerate(paths))[i : i + shard_size] for i in range(0, len(paths), shard_size)]
     _check_out_dir(out, plan, resume, overwrite)  # every process checks; only the main one writes
     state.wait_for_everyone()
     if state.is_main_process:
         if overwrite and out.exists():
             shutil.rmtree(out)
-        for stale in out.glob(".*.tmp"):  # left by a process killed while writing; never a finished file
+        for stale in [*out.glob(".*.tmp"), *out.glob("shard-*/.*.tmp")]:  # left by a killed process
             stale.unlink(missing_ok=True)
         plan_text = json.dumps(plan, indent=1) + "\n"
         atomic_write(out / PLAN_NAME, lambda tmp: tmp.write_text(plan_text, encoding="utf-8"))
@@ -293,7 +319,9 @@ def run(
     todo = [i for i in range(len(shards)) if not (out / shard_name(i)).is_file()]
     if resume and len(todo) < len(shards):
         logger.info("resuming: %d of %d shards already written", len(shards) - len(todo), len(shards))
-    job = _Job(model, name, revision, batch_size, max_batch_units, dict(encode_kwargs or {}), InputReader())
+    job = _Job(
+        model, name, revision, batch_size, max_batch_units, dict(encode_kwargs or {}), InputReader(), write_outputs
+    )
     with job.reader, state.split_between_processes(todo) as mine:
         total = sum(len(shards[i]) for i in mine)
         desc = f"batch {name} [{state.process_index}]"
@@ -379,6 +407,11 @@ def add_cli(subparsers) -> None:
     p.add_argument("--shard-size", type=int, default=256, help="inputs per Parquet shard (the unit of resume)")
     p.add_argument("--resume", action="store_true", help="finish a killed run: skip shards already written")
     p.add_argument("--overwrite", action="store_true", help="delete a previous run in --out first")
+    p.add_argument(
+        "--write-outputs",
+        action="store_true",
+        help="also decode each input and write it beside its shard (shard-00000/000012.wav for TouchTTS text)",
+    )
     add_model_options(p, device_help="default: the device accelerate assigns this process")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--field", default=None, help="Parquet/Arrow column, or WebDataset member extensions ('flac;wav')")
@@ -402,6 +435,10 @@ def _engine_runner(args: argparse.Namespace):
     if args.engine != "ray" and extra:
         flags = ", ".join("--" + opt.replace("_", "-") for opt in _RAY_OPTIONS if getattr(args, opt) is not None)
         raise ConfigError(f"{flags} belong to --engine ray")
+    if args.engine == "ray" and args.write_outputs:
+        raise ConfigError("--write-outputs runs on the one-machine engine only, not with --engine ray")
+    if args.write_outputs:
+        extra["write_outputs"] = True
     module, function = ENGINES[args.engine].split(":")
     try:
         runner = getattr(importlib.import_module(module), function)
