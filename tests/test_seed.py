@@ -126,14 +126,10 @@ def test_grayscale_and_rgba_pictures_are_converted_to_rgb_as_upstream_does(model
         (torch.full((1, 3, 28, 28), 128.0), "CLIP-normalised"),
         (np.zeros((8, 8, 3), dtype=np.float32), "must be uint8"),
         (np.zeros((8, 8, 2), dtype=np.uint8), "HxW, HxWx1, HxWx3 or HxWx4"),
-<<<<<<< HEAD
         ("no/such/picture.png", "image file no/such/picture.png not found"),
-=======
-        ("no/such/picture.png", "image file not found"),
         (torch.zeros(3, 28, 28), "must have 4 dimensions"),
         (torch.zeros(1, 3, 28, 28, dtype=torch.uint8), "must be floating point"),
         (torch.full((1, 3, 28, 28), float("nan")), "NaN"),
->>>>>>> seed2
         ([], "no images given"),
     ],
 )

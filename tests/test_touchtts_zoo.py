@@ -86,7 +86,8 @@ def test_a_clip_without_a_transcript_is_refused(tmp_path):
 
 
 def test_save_output_writes_a_wav_at_the_model_rate(tmp_path):
-    path = tts().save_output(torch.sin(torch.arange(2205) / 5.0) * 0.5, tmp_path / "000001")
+    model = tts()
+    path = model.save_output((torch.sin(torch.arange(2205) / 5.0) * 0.5, model.sample_rate), tmp_path / "000001")
     data, rate = soundfile.read(path)
     assert path.name == "000001.wav" and rate == 22050 and len(data) == 2205
 

@@ -412,17 +412,13 @@ class TouchTTS(ZooModel):
         items = [self.load_item(item) if isinstance(item, Path) else item for item in items]
         return self.texts([item["text"] if isinstance(item, dict) else item for item in items])
 
-    def postprocess(self, output: tuple[Tensor, Tensor]) -> list[Tensor]:
-        """``decode``'s (waveforms, lengths) -> one (S_i,) float32 waveform per item."""
-        waves, lengths = output
-        return [waves[i, : int(n)].float().cpu() for i, n in enumerate(lengths)]
-
-    def save_output(self, output: Tensor, path: str | os.PathLike) -> Path:
-        """One waveform of ``reconstruct`` -> ``path``.wav (PCM16 at ``sample_rate``), written atomically."""
+    def save_output(self, output: tuple[Any, int], path: str | os.PathLike) -> Path:
+        """One (waveform, sample_rate) of ``reconstruct`` -> ``path``.wav (PCM16), written atomically."""
         from audio.touchtts.data import write_wav
 
+        waveform, sample_rate = output
         path = Path(path).with_suffix(AUDIO_SUFFIX)
-        write_wav(path, output.clamp(-1, 1), self.sample_rate)
+        write_wav(path, torch.as_tensor(waveform).clamp(-1, 1), sample_rate)
         return path
 
     def training_batch(self, items: list[Any]) -> dict[str, Any]:
