@@ -314,6 +314,8 @@ def is_converted(name: str, data: dict[str, Any]) -> bool:
     recipe = recipe_of(name, data)
     if recipe is None:
         return False
+    if not _entry_dir(name).is_dir():  # nothing converted: no need to import the converter for its version
+        return False
     digests = _known_digests(recipe, read_pins(name))
     return digests is not None and is_finished(_entry_dir(name) / entry_key(recipe, digests))
 
